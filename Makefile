@@ -1,0 +1,56 @@
+# dmdesk: `make run` and `make test` do every set-up step on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp-install
+DEB_STAMP := $(VENV)/.stamp-debs
+# What Qt needs to run offscreen (without fonts every glyph is a box and nothing errors).
+QT_DEBS := libegl1 libgl1 libxkbcommon0 libfontconfig1 libfreetype6 libglib2.0-0 libx11-6 \
+           libdbus-1-3 fonts-dejavu-core
+PYTEST_ARGS ?=
+
+.PHONY: run test bench lint format clean deps debs
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+# Debian libraries for Qt: installed when missing and we are root; otherwise say what is missing.
+$(DEB_STAMP): | $(BIN)/python
+	@missing=""; for p in $(QT_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages for Qt:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "Missing Debian packages for Qt:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+	touch $@
+
+deps: $(STAMP) $(DEB_STAMP)
+
+run: deps
+	$(BIN)/dmdesk demo
+
+test: deps
+	QT_QPA_PLATFORM=offscreen BUGGER_OFF=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: deps
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lint: deps
+	$(BIN)/ruff check dmdesk tests bench migrations
+	$(BIN)/ruff format --check dmdesk tests bench migrations
+
+format: deps
+	$(BIN)/ruff format dmdesk tests bench migrations
+	$(BIN)/ruff check --fix dmdesk tests bench migrations
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,3 @@
+from dmdesk.cli import main
+
+raise SystemExit(main())

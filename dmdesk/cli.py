@@ -1,0 +1,401 @@
+"""The `dmdesk` command (DESIGN.md "CLI" contract).
+
+Exit codes: 0 success; 1 the awaited run ended failed, or an unexpected error; 2 usage or invalid
+settings; 3 refused by a rule; 4 no such run. `--json` prints one JSON value. No traceback
+reaches the user unless `--debug` is given.
+
+Without `--wait`, `generate`, `proceed` and `train` hand the job to a detached dmdesk process
+(`dmdesk _job`), which keeps the run's heartbeat; `dmdesk run ID` follows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import traceback
+from typing import Any
+
+from dmdesk.domain.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    DmdeskError,
+    InvalidSettings,
+)
+from dmdesk.domain.models import ProgressUpdate, RunView
+from dmdesk.domain.status import FAILED
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage errors: exit 2 with a short message
+        self.print_usage(sys.stderr)
+        print(f"dmdesk: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _run_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"run id must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("run id must be positive")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dmdesk", description="Deep Memory training for DeepLake knowledge bases.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    sub.add_parser("gui", help="open the window (the default)")
+    d = sub.add_parser("demo", help="build (once) the offline demo knowledge base, then open it")
+    d.add_argument("--no-gui", action="store_true")
+
+    s = sub.add_parser("settings", help="show (or --set) the Deep Memory settings")
+    s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="change a setting (saved to the settings file)",
+    )
+
+    r = sub.add_parser("runs", help="all runs, newest first")
+    r.add_argument("--json", action="store_true")
+
+    one = sub.add_parser("run", help="one run")
+    one.add_argument("run_id", type=_run_id)
+    one.add_argument("--json", action="store_true")
+
+    g = sub.add_parser("generate", help="start a generation run")
+    g.add_argument("--wait", action="store_true", help="follow it with a progress bar")
+    g.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("proceed", help="resume a failed run (either phase)")
+    pr.add_argument("run_id", type=_run_id)
+    pr.add_argument("--wait", action="store_true")
+    pr.add_argument("--json", action="store_true")
+
+    rm = sub.add_parser("remove", help="delete a failed run and its pairs")
+    rm.add_argument("run_id", type=_run_id)
+    rm.add_argument("--yes", action="store_true", help="confirm the deletion")
+
+    rv = sub.add_parser("review", help="approve or reject pairs")
+    rv.add_argument("run_id", type=_run_id)
+    act = rv.add_mutually_exclusive_group(required=True)
+    act.add_argument("--approve-all", action="store_true")
+    act.add_argument("--approve", nargs="+", type=_run_id, metavar="ID")
+    act.add_argument("--reject", nargs="+", type=_run_id, metavar="ID")
+    act.add_argument("--list", action="store_true", help="print the pairs (JSON lines)")
+
+    t = sub.add_parser("train", help="train on the approved pairs")
+    t.add_argument("run_id", type=_run_id)
+    t.add_argument("--wait", action="store_true")
+    t.add_argument("--json", action="store_true")
+
+    se = sub.add_parser("search", help="search the store")
+    se.add_argument("query")
+    se.add_argument("--deep-memory", action="store_true")
+    se.add_argument("-k", type=int, default=5)
+    se.add_argument("--json", action="store_true")
+
+    im = sub.add_parser("import", help="add a BEIR-style corpus to the local store")
+    im.add_argument("corpus")
+
+    ev = sub.add_parser("evaluate", help="BEIR-style recall@k and MRR")
+    ev.add_argument("queries")
+    ev.add_argument("qrels")
+    ev.add_argument("-k", default="1,3,5,10")
+    ev.add_argument("--json", action="store_true")
+
+    job = sub.add_parser("_job")  # internal: the detached worker of a run
+    job.add_argument("run_id", type=_run_id)
+    job.add_argument("--owner", required=True)
+    return p
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def _fmt_time(run: RunView) -> str:
+    return run.created_at.strftime("%Y-%m-%d %H:%M")
+
+
+def _print_runs(runs: list[RunView]) -> None:
+    if not runs:
+        print("No runs yet. `dmdesk generate` starts one.")
+        return
+    print(f"{'ID':>5}  {'STATUS':<18} {'PROGRESS':<14} {'PAIRS':>7}  {'CREATED':<16}  ERROR")
+    for r in runs:
+        err = (r.error_message or "").replace("\n", " ")
+        err = err if len(err) <= 60 else err[:57] + "..."
+        print(
+            f"{r.id:>5}  {r.status.value:<18} {r.progress_text:<14} {r.pair_count:>7}  "
+            f"{_fmt_time(r):<16}  {err}"
+        )
+
+
+def _print_run(run: RunView) -> None:
+    print(f"Run #{run.id}: {run.status.value}")
+    print(
+        f"  progress   {run.processed_chunks}/{run.total_chunks} chunks, {run.pair_count} pairs"
+        f" ({run.approved_count} approved)"
+    )
+    print(
+        f"  created    {run.created_at:%Y-%m-%d %H:%M:%S} UTC, updated "
+        f"{run.updated_at:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    if run.deeplake_job_id:
+        print(f"  job id     {run.deeplake_job_id}")
+    if run.metrics:
+        print(f"  metrics    {json.dumps(run.metrics)}")
+    if run.error_message:
+        print(f"  error      {run.error_message}")
+    if run.status in FAILED:
+        print(f"  next       dmdesk proceed {run.id}   or   dmdesk remove {run.id} --yes")
+
+
+def _show(run: RunView, as_json: bool) -> None:
+    if as_json:
+        _print_json(run.to_json())
+    else:
+        _print_run(run)
+
+
+# -- jobs --------------------------------------------------------------------------------------
+
+
+class _Bar:
+    """A terminal progress bar fed by the service's progress callback (tqdm, on stderr)."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._phase = ""
+
+    def __call__(self, u: ProgressUpdate) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None or self._phase != u.phase:
+            if self._bar is not None:
+                self._bar.close()
+            unit = "chunk" if u.phase == "generation" else "‰"
+            self._bar = tqdm(
+                total=u.total,
+                desc=u.phase,
+                unit=unit,
+                file=sys.stderr,
+                disable=None,
+                dynamic_ncols=True,
+            )
+            self._phase = u.phase
+        self._bar.n = u.processed
+        if u.phase == "generation":
+            self._bar.set_postfix_str(f"{u.pair_count} pairs", refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _wait(ctx: Any, run: RunView, as_json: bool) -> int:
+    """Run the job here, with a progress bar; Ctrl-C stops it cleanly (resumable)."""
+    from dmdesk.services.runs import TrainingRunService
+
+    runs = TrainingRunService(ctx)
+    cancel = threading.Event()
+    bar = _Bar()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["run"] = runs.run_job(run.id, bar, cancel)
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=work, name=f"job-{run.id}")
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(0.2)
+    except KeyboardInterrupt:
+        print("\nStopping… (the run stays resumable)", file=sys.stderr)
+        cancel.set()
+        t.join()
+    finally:
+        bar.close()
+    if "error" in box:
+        raise box["error"]
+    final: RunView = box["run"]
+    _show(final, as_json)
+    if final.status in FAILED:
+        print(f"dmdesk: run #{final.id} failed: {final.error_message}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _detach(ctx: Any, run: RunView, as_json: bool) -> int:
+    """Hand the run's job to a detached dmdesk process."""
+    logs = ctx.config.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "dmdesk"]
+    cmd += ["_job", str(run.id), "--owner", ctx.owner]
+    with open(logs / f"job-{run.id}.log", "ab") as out:
+        subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
+    _show(run, as_json)
+    if not as_json:
+        print(f"Running in the background. Follow it with: dmdesk run {run.id}")
+    return EXIT_OK
+
+
+def _start_job(ctx: Any, run: RunView, args: argparse.Namespace) -> int:
+    if args.wait:
+        return _wait(ctx, run, args.json)
+    return _detach(ctx, run, args.json)
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidSettings(f"--set needs KEY=VALUE, got {item!r}")
+        changes[key.strip()] = value.strip() or None
+    return changes
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    from dmdesk import app
+    from dmdesk.config import load_config
+    from dmdesk.services import settings as settings_service
+    from dmdesk.services.runs import TrainingRunService
+
+    cmd = args.command or "gui"
+    config = load_config()
+
+    if cmd == "settings":
+        if args.set:
+            config = settings_service.update_settings(config, _parse_sets(args.set))
+        resp = settings_service.get_settings(config)
+        if args.json:
+            _print_json(resp.model_dump(mode="json"))
+        else:
+            for k, v in resp.model_dump().items():
+                print(f"{k:<28} {v}")
+        return EXIT_OK
+
+    if cmd in ("gui", "demo"):
+        if cmd == "demo":
+            raise InvalidSettings("The offline demo is not available in this version yet.")
+        from dmdesk.ui.main_window import run_gui
+
+        return run_gui(config)
+
+    if cmd in ("search", "import", "evaluate"):
+        raise InvalidSettings(f"`dmdesk {cmd}` is not available in this version yet.")
+
+    if cmd == "_job":
+        ctx = app.start(config, recover=False)
+        ctx.owner = args.owner
+        TrainingRunService(ctx).run_job(args.run_id)
+        return EXIT_OK
+
+    ctx = app.start(config)
+    runs = TrainingRunService(ctx)
+    try:
+        if cmd == "runs":
+            all_runs = runs.list_runs()
+            if args.json:
+                _print_json([r.to_json() for r in all_runs])
+            else:
+                _print_runs(all_runs)
+            return EXIT_OK
+        if cmd == "run":
+            _show(runs.get_run(args.run_id), args.json)
+            return EXIT_OK
+        if cmd == "generate":
+            return _start_job(ctx, runs.start_generation(), args)
+        if cmd == "proceed":
+            return _start_job(ctx, runs.proceed(args.run_id), args)
+        if cmd == "train":
+            return _start_job(ctx, runs.start_training(args.run_id), args)
+        if cmd == "remove":
+            if not args.yes:
+                if not sys.stdin.isatty():
+                    raise InvalidSettings(
+                        f"Removing run #{args.run_id} deletes it and all its pairs; add --yes "
+                        "to confirm."
+                    )
+                answer = input(f"Delete run #{args.run_id} and all its pairs? [y/N] ")
+                if answer.strip().lower() not in ("y", "yes"):
+                    print("Nothing deleted.")
+                    return EXIT_OK
+            runs.remove(args.run_id)
+            print(f"Run #{args.run_id} and its pairs were deleted.")
+            return EXIT_OK
+        if cmd == "review":
+            if args.list:
+                for pair in runs.list_pairs(args.run_id):
+                    _print_json(pair.model_dump(mode="json"))
+                return EXIT_OK
+            if args.approve_all:
+                n = runs.approve_all(args.run_id)
+                print(f"Approved {n} pairs of run #{args.run_id}.")
+            elif args.approve:
+                n = runs.set_approval(args.run_id, args.approve, True)
+                print(f"Approved {n} pairs of run #{args.run_id}.")
+            else:
+                n = runs.set_approval(args.run_id, args.reject, False)
+                print(f"Rejected {n} pairs of run #{args.run_id}.")
+            return EXIT_OK
+    finally:
+        ctx.dispose()
+    raise InvalidSettings(f"Unknown command {cmd!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return dispatch(args)
+    except DmdeskError as exc:
+        from dmdesk.secrets import redact
+
+        print(f"dmdesk: {redact(exc.message)}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dmdesk: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from dmdesk.secrets import redact
+
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"dmdesk: unexpected error: {type(exc).__name__}: {redact(str(exc))}. "
+            "Run again with --debug for details, or see the log file.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED

@@ -1,0 +1,181 @@
+"""Configuration: environment variables over a TOML file in the user config dir.
+
+Contract variables (DESIGN.md): DMDESK_DATA_DIR, DMDESK_DATABASE_URL, DMDESK_VECTOR_STORE_PATH,
+DMDESK_DEEP_MEMORY_BACKEND, DMDESK_LLM_BASE_URL, DMDESK_LLM_MODEL, OPENAI_API_KEY, ACTIVELOOP_TOKEN,
+DMDESK_EMBEDDING, DMDESK_QUESTIONS_PER_CHUNK, DMDESK_GENERATION_CONCURRENCY, DMDESK_STALE_AFTER_S.
+Additions of ours: DMDESK_CHUNK_LIMIT (generate for the first N chunks only), DMDESK_LLM_MAX_RETRIES,
+DMDESK_LLM_TIMEOUT_S, and DMDESK_CONFIG_FILE (where the TOML lives; default
+`<user config dir>/dmdesk/config.toml`).
+
+Secrets are never fields of this object: they come from the environment or the OS keyring
+(:mod:`dmdesk.secrets`) at the moment they are needed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from dmdesk.domain.errors import InvalidSettings
+
+APP_NAME = "dmdesk"
+DEFAULT_LLM_MODEL = "gpt-4o-mini"
+
+# Fields an admin may change from the GUI or `update_settings`; saved to the TOML file.
+EDITABLE_FIELDS = (
+    "vector_store_path",
+    "deep_memory_backend",
+    "llm_base_url",
+    "llm_model",
+    "embedding",
+    "questions_per_chunk",
+    "generation_concurrency",
+    "chunk_limit",
+    "stale_after_s",
+    "llm_max_retries",
+    "llm_timeout_s",
+)
+
+
+def config_file() -> Path:
+    explicit = os.environ.get("DMDESK_CONFIG_FILE")
+    if explicit:
+        return Path(explicit)
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file; a broken file is a clear InvalidSettings, not a traceback."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = config_file()
+        self._data: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                self._data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise InvalidSettings(
+                    f"The settings file {path} is not valid TOML: {exc}"
+                ) from None
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class DmdeskConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DMDESK_", extra="ignore", validate_default=True, env_ignore_empty=True
+    )
+
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)))
+    database_url: str | None = None
+    vector_store_path: str | None = None
+    deep_memory_backend: Literal["deeplake", "local"] = "deeplake"
+    llm_base_url: str | None = None
+    llm_model: str = DEFAULT_LLM_MODEL
+    embedding: str = "openai:text-embedding-3-small"
+    questions_per_chunk: int = Field(default=1, ge=1, le=20)
+    generation_concurrency: int = Field(default=8, ge=1, le=256)
+    chunk_limit: int | None = Field(default=None, ge=1)
+    stale_after_s: float = Field(default=30.0, ge=3.0, le=86_400.0)
+    llm_max_retries: int = Field(default=4, ge=0, le=20)
+    llm_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @field_validator("llm_model")
+    @classmethod
+    def _model_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the LLM model name is empty")
+        return v.strip()
+
+    @field_validator("embedding")
+    @classmethod
+    def _embedding_form(cls, v: str) -> str:
+        if v != "local" and not (v.startswith("openai:") and len(v) > len("openai:")):
+            raise ValueError("use 'local' or 'openai:<model>'")
+        return v
+
+    @field_validator("vector_store_path", "llm_base_url", "database_url")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return v.strip() or None if v is not None else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'dmdesk.db'}"
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        env = f"DMDESK_{where.upper()}"
+        parts.append(f"{where} ({env}): {err['msg']}")
+    return "Invalid settings: " + "; ".join(parts)
+
+
+def load_config(**overrides: Any) -> DmdeskConfig:
+    """Load the effective configuration; raise InvalidSettings with a readable message."""
+    try:
+        return DmdeskConfig(**overrides)
+    except ValidationError as exc:
+        raise InvalidSettings(_describe(exc)) from None
+
+
+def save_config_file(changes: dict[str, Any]) -> Path:
+    """Merge `changes` into the TOML file (only editable fields; None removes a key)."""
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise InvalidSettings(f"Unknown setting(s): {', '.join(sorted(unknown))}")
+    path = config_file()
+    current: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            current = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError:
+            current = {}
+    for key, value in changes.items():
+        if value is None:
+            current.pop(key, None)
+        else:
+            current[key] = str(value) if isinstance(value, Path) else value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(_dump_toml(current), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _dump_toml(data: dict[str, Any]) -> str:
+    lines = []
+    for key in sorted(data):
+        value = data[key]
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int | float):
+            text = repr(value)
+        else:
+            text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"

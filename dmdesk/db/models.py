@@ -1,0 +1,129 @@
+"""Typed models of the two contract tables (DESIGN.md "Database").
+
+The single-open-run rule (FR-2) lives in the database as the partial unique index `one_open_run`
+over the constant `(1)` for every row whose status is not `completed`: a second open run, from this
+process or another, fails with an IntegrityError however the race is timed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from dmdesk.domain.status import ALL_STATUSES
+
+# Named constraints, so batch migrations on SQLite can find them again (Airflow's habit).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUNS = "deep_memory_training_runs"
+PAIRS = "deep_memory_training_pairs"
+
+
+def status_check_sql(statuses: tuple[str, ...]) -> str:
+    return "status IN (" + ", ".join(f"'{s}'" for s in statuses) + ")"
+
+
+OPEN_RUN_WHERE = "status <> 'completed'"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC; always returns aware UTC datetimes (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class TrainingRun(Base):
+    __tablename__ = RUNS
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    total_chunks: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    processed_chunks: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    pair_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    deeplake_job_id: Mapped[str | None] = mapped_column(String(128))
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
+    )
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Who runs it now ("host:pid:token"); a live owner's run is never taken over.
+    owner: Mapped[str | None] = mapped_column(String(200))
+
+    pairs: Mapped[list[TrainingPair]] = relationship(
+        back_populates="run", passive_deletes=True, cascade="save-update"
+    )
+
+    __table_args__ = (
+        CheckConstraint(status_check_sql(ALL_STATUSES), name="status"),
+        Index(
+            "one_open_run",
+            text("(1)"),
+            unique=True,
+            sqlite_where=text(OPEN_RUN_WHERE),
+            postgresql_where=text(OPEN_RUN_WHERE),
+        ),
+        Index("ix_deep_memory_training_runs_created_at", "created_at"),
+    )
+
+
+class TrainingPair(Base):
+    __tablename__ = PAIRS
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    training_run_id: Mapped[int] = mapped_column(
+        ForeignKey(f"{RUNS}.id", ondelete="CASCADE"), nullable=False
+    )
+    chunk_id: Mapped[str] = mapped_column(String(512), nullable=False)
+    question: Mapped[str] = mapped_column(Text, nullable=False)
+    approved: Mapped[bool | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    run: Mapped[TrainingRun] = relationship(back_populates="pairs")
+
+    __table_args__ = (Index("ix_pairs_run_chunk", "training_run_id", "chunk_id"),)

@@ -1,0 +1,1 @@
+"""Pure domain: statuses, transitions, errors and DTOs. No I/O, no Qt."""

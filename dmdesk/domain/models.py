@@ -1,0 +1,82 @@
+"""DTOs that cross the service boundary: plain pydantic objects, never ORM rows or Qt types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from dmdesk.domain.status import FAILED, RunStatus, progress_text
+
+
+class RunView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    status: RunStatus
+    total_chunks: int
+    processed_chunks: int
+    pair_count: int
+    error_message: str | None
+    deeplake_job_id: str | None
+    metrics: dict[str, Any] | None
+    settings: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    heartbeat_at: datetime | None
+    approved_count: int = 0
+
+    @property
+    def is_failed(self) -> bool:
+        return self.status in FAILED
+
+    @property
+    def progress_text(self) -> str:
+        return progress_text(self.status, self.processed_chunks, self.total_chunks)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class PairView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    training_run_id: int
+    chunk_id: str
+    question: str
+    approved: bool | None
+    created_at: datetime
+
+
+class ProgressUpdate(BaseModel):
+    """What a job reports through its plain callback (the GUI turns it into a Qt signal)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: int
+    phase: Literal["generation", "training"]
+    processed: int
+    total: int
+    pair_count: int = 0
+    message: str = ""
+
+
+class DeepMemorySettingsResponse(BaseModel):
+    """DESIGN.md contract: the Deep Memory settings plus is_cloud, backend and availability."""
+
+    llm_model: str
+    llm_base_url: str | None
+    questions_per_chunk: int
+    generation_concurrency: int
+    chunk_limit: int | None
+    embedding: str
+    vector_store_path: str | None
+    deep_memory_backend: Literal["deeplake", "local"]
+    stale_after_s: float
+    llm_key_configured: bool
+    activeloop_token_configured: bool
+    is_cloud: bool
+    available: bool
+    unavailable_reason: str | None = None

@@ -1,0 +1,138 @@
+"""Questions from any OpenAI-compatible chat server, through the openai SDK's AsyncOpenAI.
+
+Transient HTTP failures (408, 409, 429 honouring Retry-After, 5xx, connection errors, timeouts)
+are retried by the SDK itself (`max_retries`, exponential backoff with jitter, 0.5 s → 8 s).
+An unusable reply (not JSON, no questions) is asked again up to `INVALID_REPLY_ATTEMPTS` times.
+What is left raises LLMError with a message that names the cause and the next step; it never
+includes the key.
+"""
+
+from __future__ import annotations
+
+import openai
+
+from dmdesk.domain.errors import LLMError
+from dmdesk.llm.prompt import SYSTEM, InvalidReply, parse_reply, user_prompt
+
+INVALID_REPLY_ATTEMPTS = 3
+# Keyless local servers (llama.cpp, vLLM, LM Studio, our test server) accept any key; the SDK
+# refuses to start without one.
+PLACEHOLDER_KEY = "sk-no-key-configured"
+
+
+class OpenAIGenerator:
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str | None,
+        api_key: str | None,
+        max_retries: int = 4,
+        timeout_s: float = 60.0,
+        concurrency: int = 8,
+    ) -> None:
+        if not api_key and not base_url:
+            raise LLMError(
+                "No OpenAI API key is configured: set OPENAI_API_KEY, save a key in the Settings "
+                "card, or point DMDESK_LLM_BASE_URL at an OpenAI-compatible server.",
+                permanent=True,
+            )
+        self.model = model
+        self.base_url = base_url
+        self.description = f"{model} at {base_url or 'api.openai.com'}"
+        self._max_retries = max_retries
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key or PLACEHOLDER_KEY,
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=timeout_s,
+        )
+        self._json_mode = True
+
+    async def generate(self, text: str, n: int) -> list[str]:
+        messages = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": user_prompt(text, n)},
+        ]
+        last: InvalidReply | None = None
+        for _ in range(INVALID_REPLY_ATTEMPTS):
+            content = await self._complete(messages)
+            try:
+                return parse_reply(content, n)
+            except InvalidReply as exc:
+                last = exc
+        raise LLMError(
+            f"The LLM ({self.model}) gave no usable questions after {INVALID_REPLY_ATTEMPTS} "
+            f"tries: {last}. Check that the model follows JSON instructions, or pick another "
+            "model, then Proceed."
+        )
+
+    async def _complete(self, messages: list[dict[str, str]]) -> str | None:
+        kwargs: dict = {"model": self.model, "messages": messages, "temperature": 0.7}
+        if self._json_mode:
+            kwargs["response_format"] = {"type": "json_object"}
+        try:
+            resp = await self._client.chat.completions.create(**kwargs)
+        except openai.BadRequestError as exc:
+            if self._json_mode and "response_format" in str(exc.message):
+                self._json_mode = False  # a server without JSON mode: rely on the prompt
+                return await self._complete(messages)
+            raise self._explain(exc) from None
+        except openai.APIError as exc:
+            raise self._explain(exc) from None
+        if not resp.choices:
+            return None
+        return resp.choices[0].message.content
+
+    def _explain(self, exc: openai.APIError) -> LLMError:
+        where = self.base_url or "api.openai.com"
+        tries = f"after {self._max_retries} retries" if self._max_retries else "(no retries set)"
+        if isinstance(exc, openai.AuthenticationError):
+            return LLMError(
+                f"The LLM refused the API key (401) at {where}. Set OPENAI_API_KEY or save a "
+                "valid key in the Settings card, then Proceed.",
+                permanent=True,
+            )
+        if isinstance(exc, openai.PermissionDeniedError):
+            return LLMError(
+                f"The LLM denied access (403) to model {self.model} at {where}. Check the key's "
+                "permissions or pick another model, then Proceed.",
+                permanent=True,
+            )
+        if isinstance(exc, openai.NotFoundError):
+            return LLMError(
+                f"The LLM at {where} does not know model {self.model} (404). Check the model name "
+                "and DMDESK_LLM_BASE_URL, then Proceed.",
+                permanent=True,
+            )
+        if isinstance(exc, openai.RateLimitError):
+            return LLMError(
+                f"The LLM kept rate-limiting requests (429) {tries}. Wait a little or lower the "
+                "generation concurrency, then Proceed."
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMError(
+                f"The LLM at {where} did not answer in time {tries}. Check the server or raise "
+                "DMDESK_LLM_TIMEOUT_S, then Proceed."
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return LLMError(
+                f"Could not reach the LLM at {where} {tries}. Check the network and "
+                "DMDESK_LLM_BASE_URL, then Proceed."
+            )
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            if status >= 500:
+                return LLMError(
+                    f"The LLM server at {where} kept failing ({status}) {tries}. Try again later "
+                    "with Proceed."
+                )
+            return LLMError(
+                f"The LLM at {where} rejected the request ({status}). Check the model and "
+                "settings, then Proceed.",
+                permanent=True,
+            )
+        return LLMError(f"The LLM call failed ({type(exc).__name__}). Proceed to retry.")
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,81 @@
+"""The prompt and the validation of replies, shared by every generator."""
+
+from __future__ import annotations
+
+import json
+import re
+
+MAX_PASSAGE_CHARS = 6_000
+MIN_QUESTION_CHARS = 8
+MAX_QUESTION_CHARS = 300
+
+SYSTEM = (
+    "You write search questions for a retrieval training set. Given a passage, write questions "
+    "that a user could ask and that this passage answers. Each question must stand alone (no "
+    "'this passage', no 'the text'). Reply with JSON only: {\"questions\": [\"...\", ...]}."
+)
+
+PASSAGE_OPEN = "<passage>"
+PASSAGE_CLOSE = "</passage>"
+
+
+def user_prompt(text: str, n: int) -> str:
+    passage = text[:MAX_PASSAGE_CHARS]
+    plural = "question" if n == 1 else "questions"
+    return (
+        f"Write {n} {plural} answered by this passage.\n{PASSAGE_OPEN}\n{passage}\n{PASSAGE_CLOSE}"
+    )
+
+
+class InvalidReply(ValueError):
+    """The reply is not usable; the message says why (it is shown to the admin if it persists)."""
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def clean_questions(candidates: list[object], n: int) -> list[str]:
+    """Normalise, bound and deduplicate; keep at most `n`. Fewer than `n` is accepted (a model
+    that finds only one good question is better kept than retried forever); none is invalid."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for item in candidates:
+        if not isinstance(item, str):
+            continue
+        q = _SPACE.sub(" ", item).strip().strip("\"'").strip()
+        q = re.sub(r"^(\d+[.)]|[-*•])\s*", "", q)
+        if not (MIN_QUESTION_CHARS <= len(q) <= MAX_QUESTION_CHARS):
+            continue
+        key = q.casefold().rstrip("?").strip()
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(q)
+        if len(out) == n:
+            break
+    return out
+
+
+def parse_reply(content: str | None, n: int) -> list[str]:
+    if not content or not content.strip():
+        raise InvalidReply("the LLM returned an empty reply")
+    body = content.strip()
+    if body.startswith("```"):  # some servers fence JSON even in JSON mode
+        body = body.strip("`")
+        body = body[body.find("{") :] if "{" in body else body
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        raise InvalidReply("the LLM reply is not JSON") from None
+    if isinstance(data, dict):
+        items = data.get("questions")
+    elif isinstance(data, list):
+        items = data
+    else:
+        items = None
+    if not isinstance(items, list):
+        raise InvalidReply('the LLM reply has no "questions" list')
+    questions = clean_questions(items, n)
+    if not questions:
+        raise InvalidReply("the LLM reply holds no usable question")
+    return questions

@@ -1,0 +1,64 @@
+"""API tokens: the environment first, then the OS keyring. Never the database, logs or messages.
+
+On a machine without a Secret Service (headless Linux, CI) keyring raises NoKeyringError or
+picks a failing backend: we catch every keyring error, treat the secret as absent and say where
+else it can come from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+SERVICE = "dmdesk"
+OPENAI_API_KEY = "OPENAI_API_KEY"
+ACTIVELOOP_TOKEN = "ACTIVELOOP_TOKEN"
+KNOWN = (OPENAI_API_KEY, ACTIVELOOP_TOKEN)
+
+log = logging.getLogger(__name__)
+
+
+class SecretStoreUnavailable(Exception):
+    pass
+
+
+def get_secret(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value:
+        return value
+    try:
+        import keyring
+
+        return keyring.get_password(SERVICE, name) or None
+    except Exception as exc:  # keyring backends raise anything from NoKeyringError to DBus errors
+        log.info("keyring unavailable for %s: %s", name, type(exc).__name__)
+        return None
+
+
+def set_secret(name: str, value: str | None) -> None:
+    """Store (or, with None/empty, delete) a secret in the OS keyring."""
+    if name not in KNOWN:
+        raise ValueError(f"unknown secret {name}")
+    try:
+        import keyring
+
+        if value:
+            keyring.set_password(SERVICE, name, value)
+        else:
+            with contextlib.suppress(keyring.errors.PasswordDeleteError):
+                keyring.delete_password(SERVICE, name)
+    except Exception as exc:
+        raise SecretStoreUnavailable(
+            f"The OS keyring is not available ({type(exc).__name__}). Set the {name} environment "
+            "variable instead."
+        ) from None
+
+
+def redact(text: str) -> str:
+    """Replace every known secret value that occurs in `text` (defence in depth for messages)."""
+    for name in KNOWN:
+        value = get_secret(name)
+        if value and len(value) >= 4 and value in text:
+            text = text.replace(value, "***")
+    return text

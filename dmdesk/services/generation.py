@@ -1,0 +1,332 @@
+"""The generation job (DESIGN.md "Generation job").
+
+1. The run's chunks are rows [0, N) of the store recorded in its settings snapshot.
+2. Chunks that already have pairs in this run are skipped (one set-based query), and the counters
+   are reset from the table's truth: `total_chunks` is always the whole run (51/80, never 51/30).
+3. Remaining chunks go to `generation_concurrency` concurrent LLM calls (asyncio + AsyncOpenAI).
+4. Each chunk's pairs are inserted together with the counter update in one transaction; results
+   that finish together share a transaction (fewer fsyncs), but a chunk is never split, so a
+   crash leaves whole chunks or nothing.
+5. The first error that retries did not fix stops the job: in-flight calls are cancelled, the
+   finished ones are still written, and the run becomes `generating_failed` with a message that
+   says where it stopped. Cancel does the same with "stopped by the administrator".
+
+Every write is conditional on the run still being ours and `generating`; if it is not (another
+process recovered or took it over) the job stops and leaves the run alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+
+from dmdesk.db.models import TrainingPair, TrainingRun
+from dmdesk.db.session import session_scope
+from dmdesk.domain.errors import Cancelled, DmdeskError
+from dmdesk.domain.models import ProgressUpdate, RunView
+from dmdesk.domain.status import RunStatus
+from dmdesk.llm.base import QuestionGenerator
+from dmdesk.services.context import ServiceContext
+from dmdesk.services.heartbeat import Heartbeat
+from dmdesk.services.runs import ProgressCallback, TrainingRunService
+from dmdesk.vectorstore.service import Chunk
+
+log = logging.getLogger(__name__)
+
+WRITE_BATCH_MAX = 64  # finished chunks written in one transaction at most
+READ_BATCH = 256  # chunk texts read from the store at once
+
+
+class _LostRun(Exception):
+    """The run is no longer ours (recovered as stale, or taken over)."""
+
+
+@dataclass
+class _Result:
+    chunk: Chunk
+    questions: list[str]
+
+
+class GenerationJob:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        run_id: int,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.run_id = run_id
+        self.progress = progress or (lambda _u: None)
+        self.cancel = cancel or threading.Event()
+        self.runs = TrainingRunService(ctx)
+        self.processed = 0
+        self.total = 0
+        self.pairs = 0
+        self._failure: BaseException | None = None
+
+    # -- entry ---------------------------------------------------------------------------------
+
+    def run(self) -> RunView:
+        heartbeat = Heartbeat(self.ctx, self.run_id, RunStatus.GENERATING.value)
+        try:
+            with heartbeat:
+                self._heartbeat = heartbeat
+                asyncio.run(self._main())
+        except _LostRun:
+            log.warning("run %s: no longer ours; stopping without touching it", self.run_id)
+            return self.runs.get_run(self.run_id)
+        except BaseException as exc:
+            if self._failure is None:
+                self._failure = exc
+        if heartbeat.lost.is_set():
+            return self.runs.get_run(self.run_id)
+        if self._failure is not None:
+            return self._fail(self._failure)
+        return self._finish()
+
+    # -- the async part ------------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        snapshot = self._load_snapshot()
+        n_questions = int(snapshot.get("questions_per_chunk") or 1)
+        concurrency = max(1, int(snapshot.get("generation_concurrency") or 1))
+        rows = int(snapshot["selection"]["rows"])
+        store = self.ctx.vector_store_factory(snapshot.get("vector_store_path"))
+        try:
+            available = await asyncio.to_thread(store.row_count)
+            if available < rows:
+                raise DmdeskError(
+                    f"The vector store now has {available} chunks but this run was started on "
+                    f"{rows}; it cannot resume on a different set. Remove the run and start again."
+                )
+            done_ids = self._reset_counters(rows)
+            self._report()
+            if self.processed >= self.total:
+                return
+            generator = self.ctx.generator_factory(snapshot, self.ctx.config)
+            try:
+                await self._pipeline(store, generator, rows, done_ids, n_questions, concurrency)
+            finally:
+                await generator.aclose()
+        finally:
+            store.close()
+
+    async def _pipeline(
+        self,
+        store: Any,
+        generator: QuestionGenerator,
+        rows: int,
+        done_ids: set[str],
+        n_questions: int,
+        concurrency: int,
+    ) -> None:
+        work: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=concurrency * 2)
+        results: asyncio.Queue[_Result | None] = asyncio.Queue()
+        stop = asyncio.Event()
+
+        async def produce() -> None:
+            it = store.iter_chunks(rows, skip_ids=done_ids, batch_size=READ_BATCH)
+            while True:
+                batch = await asyncio.to_thread(next, it, None)
+                if batch is None:
+                    break
+                for chunk in batch:
+                    await work.put(chunk)
+            for _ in range(concurrency):
+                await work.put(None)
+
+        async def call_llm() -> None:
+            while (chunk := await work.get()) is not None:
+                questions = await generator.generate(chunk.text, n_questions)
+                results.put_nowait(_Result(chunk, questions))
+
+        async def guard(coro: Any) -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                if self._failure is None:
+                    self._failure = exc
+                stop.set()
+
+        async def watch() -> None:
+            while not stop.is_set():
+                if self.cancel.is_set():
+                    if self._failure is None:
+                        self._failure = Cancelled()
+                    stop.set()
+                if self._heartbeat.lost.is_set():
+                    self._failure = _LostRun()
+                    stop.set()
+                await asyncio.sleep(0.05)
+
+        writer = asyncio.create_task(self._write_loop(results, stop))
+        producer = asyncio.create_task(guard(produce()))
+        callers = [asyncio.create_task(guard(call_llm())) for _ in range(concurrency)]
+        watcher = asyncio.create_task(watch())
+        all_calls = asyncio.gather(*callers)
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({all_calls, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            producer.cancel()
+            for c in callers:
+                c.cancel()
+        await asyncio.gather(producer, all_calls, return_exceptions=True)
+        results.put_nowait(None)
+        await writer  # writes every finished chunk, even after a failure
+        stop.set()
+        await asyncio.gather(watcher, stopper, return_exceptions=True)
+        if isinstance(self._failure, _LostRun):
+            raise self._failure
+
+    async def _write_loop(
+        self, results: asyncio.Queue[_Result | None], stop: asyncio.Event
+    ) -> None:
+        ended = False
+        while not ended:
+            first = await results.get()
+            batch: list[_Result] = []
+            if first is None:
+                ended = True
+            else:
+                batch.append(first)
+            while len(batch) < WRITE_BATCH_MAX and not results.empty():
+                item = results.get_nowait()
+                if item is None:
+                    ended = True
+                    break
+                batch.append(item)
+            if not batch:
+                continue
+            try:
+                self._write(batch)
+            except _LostRun as exc:
+                self._failure = exc
+                stop.set()
+                return
+            except Exception as exc:
+                if self._failure is None:
+                    self._failure = exc
+                stop.set()
+                return
+            self._report()
+
+    # -- database ------------------------------------------------------------------------------
+
+    def _load_snapshot(self) -> dict[str, Any]:
+        with session_scope(self.ctx.sessions) as s:
+            run = s.get(TrainingRun, self.run_id)
+            if run is None or run.status != RunStatus.GENERATING or run.owner != self.ctx.owner:
+                raise _LostRun()
+            snapshot = dict(run.settings or {})
+        if "selection" not in snapshot:
+            raise DmdeskError("This run has no chunk selection recorded; remove it.")
+        return snapshot
+
+    def _reset_counters(self, rows: int) -> set[str]:
+        """Processed chunks and pair counts from the table's truth (FR-3.4, FR-3.6)."""
+        with session_scope(self.ctx.sessions) as s:
+            done_ids = set(
+                s.scalars(
+                    select(TrainingPair.chunk_id).distinct().where(
+                        TrainingPair.training_run_id == self.run_id
+                    )
+                )
+            )
+            pairs = s.scalar(
+                select(func.count())
+                .select_from(TrainingPair)
+                .where(TrainingPair.training_run_id == self.run_id)
+            )
+            self.total, self.processed, self.pairs = rows, len(done_ids), int(pairs or 0)
+            self._guarded_update(
+                s, total_chunks=self.total, processed_chunks=self.processed, pair_count=self.pairs
+            )
+        return done_ids
+
+    def _guarded_update(self, s: Any, **values: Any) -> None:
+        values.setdefault("heartbeat_at", self.ctx.clock())
+        values.setdefault("updated_at", self.ctx.clock())
+        done = s.execute(
+            update(TrainingRun)
+            .where(
+                TrainingRun.id == self.run_id,
+                TrainingRun.owner == self.ctx.owner,
+                TrainingRun.status == RunStatus.GENERATING.value,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if done != 1:
+            raise _LostRun()
+
+    def _write(self, batch: list[_Result]) -> None:
+        now = self.ctx.clock()
+        rows = [
+            {
+                "training_run_id": self.run_id,
+                "chunk_id": r.chunk.id,
+                "question": q,
+                "approved": None,
+                "created_at": now,
+            }
+            for r in batch
+            for q in r.questions
+        ]
+        with session_scope(self.ctx.sessions) as s:
+            self._guarded_update(
+                s,
+                processed_chunks=TrainingRun.processed_chunks + len(batch),
+                pair_count=TrainingRun.pair_count + len(rows),
+            )
+            s.execute(insert(TrainingPair), rows)
+        self.processed += len(batch)
+        self.pairs += len(rows)
+
+    def _report(self) -> None:
+        try:
+            self.progress(
+                ProgressUpdate(
+                    run_id=self.run_id,
+                    phase="generation",
+                    processed=self.processed,
+                    total=self.total,
+                    pair_count=self.pairs,
+                )
+            )
+        except Exception:  # a broken progress consumer must not kill the run
+            log.exception("progress callback failed")
+
+    def _finish(self) -> RunView:
+        with session_scope(self.ctx.sessions) as s:
+            if self.processed < self.total:
+                return self._fail(DmdeskError("Generation ended before every chunk was done."))
+            self._guarded_update(s, status=RunStatus.GENERATED.value, owner=None)
+        return self.runs.get_run(self.run_id)
+
+    def _fail(self, exc: BaseException) -> RunView:
+        if isinstance(exc, DmdeskError):
+            reason = exc.message
+        else:
+            log.error("run %s: unexpected error", self.run_id, exc_info=exc)
+            reason = f"Unexpected error ({type(exc).__name__}: {exc}). Proceed to retry."
+        where = f"Generation stopped at {self.processed}/{self.total} chunks"
+        message = f"{where}: {reason}" if not isinstance(exc, Cancelled) else f"{where}. {reason}"
+        try:
+            with session_scope(self.ctx.sessions) as s:
+                self._guarded_update(
+                    s,
+                    status=RunStatus.GENERATING_FAILED.value,
+                    error_message=message[:4000],
+                    owner=None,
+                )
+        except _LostRun:
+            pass
+        return self.runs.get_run(self.run_id)

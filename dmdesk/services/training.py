@@ -1,0 +1,188 @@
+"""The training job: approved pairs → a Deep Memory backend → metrics (DESIGN.md "Training job").
+
+* The backend's job id is stored the moment the backend has one, so a crash keeps it.
+* Success: `completed` with the backend's metrics.
+* Failure (Scenario 2, FR-4.6): `training_failed` with a readable error; the job id and any
+  partial metrics are kept for diagnostics. Proceed (FR-4) re-runs this job with the same
+  approved pairs — nothing is regenerated (SC-3).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy import select, update
+
+from dmdesk.db.models import TrainingPair, TrainingRun
+from dmdesk.db.session import session_scope
+from dmdesk.deepmemory.base import TrainingRequest
+from dmdesk.domain.errors import Cancelled, DmdeskError, TrainingError
+from dmdesk.domain.models import ProgressUpdate, RunView
+from dmdesk.domain.status import RunStatus
+from dmdesk.services.context import ServiceContext
+from dmdesk.services.heartbeat import Heartbeat
+from dmdesk.services.runs import ProgressCallback, TrainingRunService
+
+log = logging.getLogger(__name__)
+
+PROGRESS_SCALE = 1000  # training progress is reported as processed/1000
+
+
+class _LostRun(Exception):
+    pass
+
+
+class TrainingJob:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        run_id: int,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.run_id = run_id
+        self.progress = progress or (lambda _u: None)
+        self.cancel = cancel or threading.Event()
+        self.runs = TrainingRunService(ctx)
+
+    def request(self) -> TrainingRequest:
+        """The approved pairs of the run, as deeplake's `train(queries, relevance)` wants them."""
+        with session_scope(self.ctx.sessions) as s:
+            run = s.get(TrainingRun, self.run_id)
+            if run is None or run.status != RunStatus.TRAINING or run.owner != self.ctx.owner:
+                raise _LostRun()
+            rows = s.execute(
+                select(TrainingPair.question, TrainingPair.chunk_id)
+                .where(
+                    TrainingPair.training_run_id == self.run_id,
+                    TrainingPair.approved.is_(True),
+                )
+                .order_by(TrainingPair.id)
+            ).all()
+            settings = dict(run.settings or {})
+        return TrainingRequest(
+            run_id=self.run_id,
+            queries=[q for q, _ in rows],
+            relevance=[[(cid, 1.0)] for _, cid in rows],
+            vector_store_path=settings.get("vector_store_path"),
+            settings=settings,
+        )
+
+    def run(self) -> RunView:
+        heartbeat = Heartbeat(self.ctx, self.run_id, RunStatus.TRAINING.value)
+        try:
+            with heartbeat:
+                request = self.request()
+                if not request.queries:
+                    raise DmdeskError("The run has no approved pair to train on.")
+                backend_name = request.settings.get(
+                    "deep_memory_backend", self.ctx.config.deep_memory_backend
+                )
+                backend = self.ctx.backend_factory(backend_name, self.ctx.config)
+                self._report(0.0, f"Submitting {len(request.queries)} pairs to {backend.name}")
+                metrics = backend.train(
+                    request,
+                    on_job_id=self._store_job_id,
+                    progress=self._report,
+                    cancel=_Either(self.cancel, heartbeat.lost),
+                )
+                if heartbeat.lost.is_set():
+                    raise _LostRun()
+                if self.cancel.is_set():
+                    raise Cancelled()
+            return self._end(RunStatus.COMPLETED, metrics=metrics, error=None)
+        except _LostRun:
+            log.warning("run %s: no longer ours; stopping without touching it", self.run_id)
+            return self.runs.get_run(self.run_id)
+        except TrainingError as exc:
+            return self._end(
+                RunStatus.TRAINING_FAILED,
+                metrics=exc.metrics,
+                error=exc.message,
+                job_id=exc.job_id,
+            )
+        except DmdeskError as exc:
+            return self._end(RunStatus.TRAINING_FAILED, metrics=None, error=exc.message)
+        except Exception as exc:
+            log.error("run %s: unexpected training error", self.run_id, exc_info=exc)
+            return self._end(
+                RunStatus.TRAINING_FAILED,
+                metrics=None,
+                error=f"Unexpected error ({type(exc).__name__}: {exc}). Proceed to retry.",
+            )
+
+    def _guarded(self, **values: Any) -> bool:
+        values.setdefault("updated_at", self.ctx.clock())
+        with session_scope(self.ctx.sessions) as s:
+            return bool(
+                s.execute(
+                    update(TrainingRun)
+                    .where(
+                        TrainingRun.id == self.run_id,
+                        TrainingRun.owner == self.ctx.owner,
+                        TrainingRun.status == RunStatus.TRAINING.value,
+                    )
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+            )
+
+    def _store_job_id(self, job_id: str) -> None:
+        if not self._guarded(deeplake_job_id=job_id):
+            raise _LostRun()
+
+    def _end(
+        self,
+        status: RunStatus,
+        *,
+        metrics: dict[str, Any] | None,
+        error: str | None,
+        job_id: str | None = None,
+    ) -> RunView:
+        values: dict[str, Any] = {"status": status.value, "error_message": error, "owner": None}
+        if metrics is not None:  # partial metrics are kept; absent ones do not erase old ones
+            values["metrics"] = metrics
+        if job_id:
+            values["deeplake_job_id"] = job_id
+        if error:
+            values["error_message"] = f"Training failed: {error}"[:4000]
+        self._guarded(**values)
+        return self.runs.get_run(self.run_id)
+
+    def _report(self, fraction: float, message: str = "") -> None:
+        try:
+            self.progress(
+                ProgressUpdate(
+                    run_id=self.run_id,
+                    phase="training",
+                    processed=int(max(0.0, min(1.0, fraction)) * PROGRESS_SCALE),
+                    total=PROGRESS_SCALE,
+                    message=message,
+                )
+            )
+        except Exception:
+            log.exception("progress callback failed")
+
+
+class _Either(threading.Event):
+    """An Event that reads as set when either of two events is (cancel or lost ownership)."""
+
+    def __init__(self, a: threading.Event, b: threading.Event) -> None:
+        super().__init__()
+        self._a, self._b = a, b
+
+    def is_set(self) -> bool:
+        return self._a.is_set() or self._b.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        step = 0.05
+        waited = 0.0
+        while not self.is_set():
+            if timeout is not None and waited >= timeout:
+                return False
+            self._a.wait(step)
+            waited += step
+        return True

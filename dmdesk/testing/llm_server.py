@@ -1,0 +1,294 @@
+"""A small OpenAI-compatible chat server on 127.0.0.1, for tests and benchmarks.
+
+It answers `POST /v1/chat/completions` with `{"questions": [...]}` built from the passage, and
+has knobs for the faults real LLMs show:
+
+* `latency_s` — every reply waits this long (a real LLM call is ~0.5 s);
+* `fail_after` — after this many successful completions, calls fail (`fail_times` of them, or
+  all while it is None) in `fail_mode`: `status` (HTTP `fail_status`, with `Retry-After` when
+  `retry_after` is set), `malformed` (not JSON), `empty` (empty content), `no_questions`
+  (JSON without a usable question), `drop` (connection closed without a reply), `hang` (no reply
+  for `hang_s`);
+* `questions_per_reply` — force the number of questions returned (the "wrong count" fault).
+
+Knobs can be changed from another process with `POST /_control` (JSON of knobs); `GET /_stats`
+returns the counters. Every request's passage is recorded (`passages`), so a test can prove which
+chunks were (not) asked for.
+
+Made for speed as well as faults (DESIGN.md "Known facts"): `disable_nagle_algorithm` on the
+handler (else each keep-alive reply waits ~40 ms for a delayed ACK) and a deep accept queue
+(bursts of concurrent connects are otherwise reset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_PASSAGE = re.compile(r"<passage>\n(.*)\n</passage>", re.S)
+_COUNT = re.compile(r"Write (\d+) question")
+
+
+@dataclass
+class Knobs:
+    latency_s: float = 0.0
+    fail_after: int | None = None
+    fail_times: int | None = None
+    fail_mode: str = "status"
+    fail_status: int = 500
+    retry_after: float | None = None
+    hang_s: float = 30.0
+    questions_per_reply: int | None = None
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    successes: int = 0
+    failures: int = 0
+    passages: list[str] = field(default_factory=list)
+    ok_passages: list[str] = field(default_factory=list)
+
+
+def questions_for(passage: str, n: int) -> list[str]:
+    """Deterministic, distinct questions for a passage (tests can recompute them)."""
+    digest = hashlib.sha1(passage.encode()).hexdigest()[:8]
+    head = " ".join(passage.split()[:6])
+    return [f"Which passage {digest} explains {head} (aspect {k + 1})?" for k in range(n)]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+
+class FakeLLMServer:
+    def __init__(self, **knobs: Any) -> None:
+        self.knobs = Knobs(**knobs)
+        self.stats = Stats()
+        self._lock = threading.Lock()
+        self._failed_in_window = 0
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, port: int = 0) -> FakeLLMServer:
+        server = self
+
+        class Handler(_Handler):
+            owner = server
+
+        self._httpd = _Server(("127.0.0.1", port), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> FakeLLMServer:
+        return self.start() if self._httpd is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- knobs ---------------------------------------------------------------------------------
+
+    def configure(self, **knobs: Any) -> None:
+        with self._lock:
+            for k, v in knobs.items():
+                if not hasattr(self.knobs, k):
+                    raise KeyError(k)
+                setattr(self.knobs, k, v)
+            self._failed_in_window = 0
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self.stats = Stats()
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def _decide(self, passage: str) -> tuple[str | None, Knobs]:
+        """Return the fault to play for this call (None = answer) and a snapshot of the knobs."""
+        with self._lock:
+            k = Knobs(**asdict(self.knobs))
+            self.stats.requests += 1
+            self.stats.passages.append(passage)
+            fault = None
+            if (
+                k.fail_after is not None
+                and self.stats.successes >= k.fail_after
+                and (k.fail_times is None or self._failed_in_window < k.fail_times)
+            ):
+                fault = k.fail_mode
+                self._failed_in_window += 1
+                self.stats.failures += 1
+            return fault, k
+
+    def _record_success(self, passage: str) -> bool:
+        with self._lock:
+            k = self.knobs
+            # A call that started before the limit but ends after it still counts as a success
+            # only while the limit allows it, so "fail after N" means at most N answers.
+            if (
+                k.fail_after is not None
+                and self.stats.successes >= k.fail_after
+                and (k.fail_times is None or self._failed_in_window < k.fail_times)
+            ):
+                self._failed_in_window += 1
+                self.stats.failures += 1
+                return False
+            self.stats.successes += 1
+            self.stats.ok_passages.append(passage)
+            return True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FakeLLMServer
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: dict | str, headers: dict[str, str] | None = None) -> None:
+        data = (body if isinstance(body, str) else json.dumps(body)).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _read_json(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw or b"{}")
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/").endswith("/_stats"):
+            s = self.owner.stats
+            self._send(
+                200, {"requests": s.requests, "successes": s.successes, "failures": s.failures}
+            )
+        elif self.path.rstrip("/").endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
+        else:
+            self._send(404, {"error": {"message": "not found"}})
+
+    def do_POST(self) -> None:
+        try:
+            body = self._read_json()
+        except (ValueError, OSError):
+            self._send(400, {"error": {"message": "bad json"}})
+            return
+        if self.path.rstrip("/").endswith("/_control"):
+            try:
+                self.owner.configure(**body.pop("knobs", body))
+            except (KeyError, TypeError) as exc:
+                self._send(400, {"error": {"message": f"unknown knob {exc}"}})
+                return
+            self._send(200, asdict(self.owner.knobs))
+            return
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send(404, {"error": {"message": "not found"}})
+            return
+        prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+        m = _PASSAGE.search(prompt)
+        passage = m.group(1) if m else prompt
+        c = _COUNT.search(prompt)
+        n = int(c.group(1)) if c else 1
+        fault, k = self.owner._decide(passage)
+        if k.latency_s:
+            time.sleep(k.latency_s)
+        if fault is None and not self.owner._record_success(passage):
+            fault = k.fail_mode
+        if fault is not None:
+            self._fault(fault, k, body)
+            return
+        count = k.questions_per_reply if k.questions_per_reply is not None else n
+        content = json.dumps({"questions": questions_for(passage, count)})
+        self._send(200, _completion(body.get("model", "test-model"), content))
+
+    def _fault(self, mode: str, k: Knobs, body: dict) -> None:
+        model = body.get("model", "test-model")
+        if mode == "status":
+            headers = {"Retry-After": str(k.retry_after)} if k.retry_after is not None else None
+            msg = {"error": {"message": f"injected {k.fail_status}", "type": "test_fault"}}
+            self._send(k.fail_status, msg, headers)
+        elif mode == "malformed":
+            self._send(200, _completion(model, "this is {not json"))
+        elif mode == "empty":
+            self._send(200, _completion(model, ""))
+        elif mode == "no_questions":
+            self._send(200, _completion(model, json.dumps({"questions": []})))
+        elif mode == "drop":
+            self.close_connection = True
+            self.connection.close()
+        elif mode == "hang":
+            time.sleep(k.hang_s)
+            self.close_connection = True
+        else:
+            self._send(500, {"error": {"message": f"unknown fault {mode}"}})
+
+
+def _completion(model: str, content: str) -> dict:
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="dmdesk's OpenAI-compatible test server")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--fail-after", type=int, default=None)
+    p.add_argument("--fail-status", type=int, default=500)
+    args = p.parse_args(argv)
+    srv = FakeLLMServer(
+        latency_s=args.latency, fail_after=args.fail_after, fail_status=args.fail_status
+    ).start(args.port)
+    print(srv.base_url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""VectorStoreService: open the configured DeepLake store and stream its chunks.
+
+deeplake 3.9's `VectorStore(path=...)` calls Activeloop's user-profile endpoint even for a local
+path and, offline, retries without end (DESIGN.md "Known facts"). Local stores therefore go through
+the dataset API (`deeplake.load(path, read_only=True)`); `VectorStore` is used only for `hub://`.
+
+Chunks are read in batches (one slice read per tensor per batch), never row by row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dmdesk.domain.errors import VectorStoreError
+from dmdesk.vectorstore._deeplake import import_deeplake
+
+CLOUD_PREFIX = "hub://"
+TEXT_TENSOR = "text"
+ID_TENSOR = "id"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    row: int
+    id: str
+    text: str
+
+
+class VectorStoreService:
+    def __init__(self, path: str | None, token_provider: Callable[[], str | None] | None = None):
+        self.path = path
+        self._token_provider = token_provider or (lambda: None)
+        self._ds: Any = None
+
+    @staticmethod
+    def _is_cloud(path: str | None) -> bool:
+        """True for DeepLake Cloud (`hub://org/name`) stores (FR-6.1)."""
+        return bool(path) and str(path).strip().lower().startswith(CLOUD_PREFIX)
+
+    @property
+    def is_cloud(self) -> bool:
+        return self._is_cloud(self.path)
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def open(self) -> Any:
+        if self._ds is not None:
+            return self._ds
+        if not self.path:
+            raise VectorStoreError(
+                "No vector store is configured. Set DMDESK_VECTOR_STORE_PATH (a local folder or "
+                "hub://org/dataset) or choose it in the Settings card."
+            )
+        ds = self._open_cloud() if self.is_cloud else self._open_local()
+        if TEXT_TENSOR not in ds.tensors:
+            raise VectorStoreError(
+                f"The dataset at {self.path} has no '{TEXT_TENSOR}' tensor (it has: "
+                f"{', '.join(sorted(ds.tensors)) or 'none'}); dmdesk needs the chunk texts."
+            )
+        self._ds = ds
+        return ds
+
+    def _open_local(self) -> Any:
+        path = Path(self.path or "").expanduser()
+        if not path.exists():
+            raise VectorStoreError(f"The vector store path {path} does not exist.")
+        if not path.is_dir() or not (path / "dataset_meta.json").is_file():
+            raise VectorStoreError(
+                f"{path} is not a DeepLake dataset (no dataset_meta.json). Point "
+                "DMDESK_VECTOR_STORE_PATH at the dataset folder itself."
+            )
+        deeplake = import_deeplake()
+        try:
+            return deeplake.load(str(path), read_only=True, verbose=False)
+        except Exception as exc:
+            raise VectorStoreError(
+                f"Cannot open the DeepLake dataset at {path}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def _open_cloud(self) -> Any:
+        import_deeplake()
+        from deeplake.core.vectorstore import VectorStore
+
+        token = self._token_provider()
+        if not token:
+            raise VectorStoreError(
+                "A DeepLake Cloud store needs an Activeloop token: set ACTIVELOOP_TOKEN or save it "
+                "in the Settings card (it goes to the OS keyring)."
+            )
+        try:
+            store = VectorStore(path=self.path, token=token, read_only=True, verbose=False)
+        except Exception as exc:
+            raise VectorStoreError(
+                f"Cannot open the DeepLake Cloud store {self.path}: {type(exc).__name__}"
+            ) from None
+        return store.dataset
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def row_count(self) -> int:
+        # The text tensor, not len(ds): len(ds) is the shortest tensor (an empty embedding
+        # tensor would make it 0) and logs a warning.
+        return len(self.open()[TEXT_TENSOR])
+
+    def read_ids(self, stop: int, batch_size: int = 50_000) -> list[str]:
+        """Chunk ids of rows [0, stop): the `id` tensor, else the row number."""
+        ds = self.open()
+        if ID_TENSOR not in ds.tensors:
+            return [str(i) for i in range(stop)]
+        out: list[str] = []
+        for start in range(0, stop, batch_size):
+            out.extend(_as_str_list(ds[ID_TENSOR][start : min(stop, start + batch_size)]))
+        return out
+
+    def read_texts(self, rows: Sequence[int]) -> list[str]:
+        if not rows:
+            return []
+        ds = self.open()
+        rows = list(rows)
+        lo, hi = rows[0], rows[-1] + 1
+        if hi - lo == len(rows):  # contiguous: one slice read
+            return _as_str_list(ds[TEXT_TENSOR][lo:hi])
+        return _as_str_list(ds[TEXT_TENSOR][rows])
+
+    def iter_chunks(
+        self, stop: int, skip_ids: set[str] | frozenset[str] = frozenset(), batch_size: int = 256
+    ) -> Iterator[list[Chunk]]:
+        """Yield batches of the chunks of rows [0, stop) whose id is not in `skip_ids`.
+
+        Ids are read once (cheap); texts only for the rows still to do, `batch_size` at a time,
+        so memory stays bounded whatever the store's size.
+        """
+        ids = self.read_ids(stop)
+        todo = [i for i, cid in enumerate(ids) if cid not in skip_ids]
+        for start in range(0, len(todo), batch_size):
+            rows = todo[start : start + batch_size]
+            texts = self.read_texts(rows)
+            yield [Chunk(r, ids[r], t) for r, t in zip(rows, texts, strict=True)]
+
+    def close(self) -> None:
+        self._ds = None
+
+
+def _as_str_list(tensor_view: Any) -> list[str]:
+    values = tensor_view.data()["value"]
+    if isinstance(values, str):
+        return [values]
+    return [v if isinstance(v, str) else str(v) for v in values]
+
+
+def create_local_store(
+    path: str | Path,
+    ids: Sequence[str],
+    texts: Sequence[str],
+    embeddings: Any = None,
+    metadata: Sequence[dict] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Build a local store with the tensors deeplake's VectorStore uses (text, id, embedding,
+    metadata), through the dataset API (no network)."""
+    deeplake = import_deeplake()
+    ds = deeplake.empty(str(path), overwrite=overwrite, verbose=False)
+    with ds:
+        ds.create_tensor("text", htype="text", create_shape_tensor=False, create_id_tensor=False)
+        ds.create_tensor("id", htype="text", create_shape_tensor=False, create_id_tensor=False)
+        ds.create_tensor("metadata", htype="json", create_shape_tensor=False)
+        ds.create_tensor("embedding", htype="embedding", dtype="float32")
+        data: dict[str, Any] = {"text": list(texts), "id": list(ids)}
+        data["metadata"] = list(metadata) if metadata is not None else [{} for _ in ids]
+        if embeddings is not None:
+            data["embedding"] = embeddings
+        ds.extend(data, skip_ok=True)  # without embeddings the tensor stays empty

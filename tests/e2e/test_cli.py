@@ -1,0 +1,147 @@
+"""Black-box: the `dmdesk` command in real processes, against a local DeepLake store, SQLite and
+the test LLM server (issue 2's acceptance, DESIGN.md CLI contract)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dmdesk.testing.llm_server import FakeLLMServer
+from tests.conftest import chunk_ids
+
+RUN_KEYS = {
+    "id", "status", "total_chunks", "processed_chunks", "pair_count", "error_message",
+    "deeplake_job_id", "created_at", "updated_at", "metrics",
+}
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, store200: Path, llm_server: FakeLLMServer
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMDESK_")}
+    env.update(
+        DMDESK_DATA_DIR=str(tmp_path / "data"),
+        DMDESK_CONFIG_FILE=str(tmp_path / "config.toml"),
+        DMDESK_VECTOR_STORE_PATH=str(store200),
+        DMDESK_DEEP_MEMORY_BACKEND="local",
+        DMDESK_LLM_BASE_URL=llm_server.base_url,
+        DMDESK_LLM_MODEL="test-model",
+        DMDESK_LLM_MAX_RETRIES="0",
+        HOME=str(tmp_path),
+    )
+
+    def run(*args: str, extra_env: dict[str, str] | None = None, timeout: float = 120):
+        return subprocess.run(
+            [sys.executable, "-m", "dmdesk", *args],
+            capture_output=True, text=True, timeout=timeout, env=env | (extra_env or {}),
+            stdin=subprocess.DEVNULL,
+        )
+
+    return run
+
+
+def as_json(proc: subprocess.CompletedProcess[str]):
+    return json.loads(proc.stdout)
+
+
+def test_blackbox_fail_refuse_proceed_remove(cli, llm_server: FakeLLMServer) -> None:
+    llm_server.configure(fail_after=120)
+    gen = cli("generate", "--wait", "--json")
+    assert gen.returncode == 1, gen.stderr
+    run = as_json(gen)
+    assert run["status"] == "generating_failed"
+    assert run["processed_chunks"] == 120 and run["total_chunks"] == 200
+    assert "Traceback" not in gen.stderr and "failed" in gen.stderr
+
+    refused = cli("generate")
+    assert refused.returncode == 3
+    assert f"Run #{run['id']} is generating_failed" in refused.stderr
+
+    not_failed_yet = cli("remove", str(run["id"] + 1), "--yes")
+    assert not_failed_yet.returncode == 4
+
+    llm_server.configure(fail_after=None)
+    llm_server.reset_stats()
+    done = cli("proceed", str(run["id"]), "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    final = as_json(done)
+    assert final["status"] == "generated"
+    assert (final["processed_chunks"], final["pair_count"]) == (200, 200)
+    assert llm_server.stats.requests == 80  # only the chunks without pairs
+
+    listing = cli("review", str(run["id"]), "--list").stdout.splitlines()
+    pairs = [json.loads(line) for line in listing]
+    assert sorted(p["chunk_id"] for p in pairs) == chunk_ids(200)  # every chunk exactly once
+
+    removed = cli("remove", str(run["id"]), "--yes")
+    assert removed.returncode == 3  # generated is not failed: refused
+    assert "only a generating_failed or training_failed" in removed.stderr
+    assert as_json(cli("run", str(run["id"]), "--json"))["pair_count"] == 200
+    assert len(cli("review", str(run["id"]), "--list").stdout.splitlines()) == 200
+
+
+def test_remove_of_a_failed_run_deletes_it(cli, llm_server: FakeLLMServer) -> None:
+    llm_server.configure(fail_after=10)
+    run = as_json(cli("generate", "--wait", "--json"))
+    assert cli("remove", str(run["id"])).returncode == 2  # no --yes, no terminal: refused
+    gone = cli("remove", str(run["id"]), "--yes")
+    assert gone.returncode == 0, gone.stderr
+    assert cli("run", str(run["id"])).returncode == 4
+    assert as_json(cli("runs", "--json")) == []
+
+
+def test_json_shapes_and_exit_codes(cli, llm_server: FakeLLMServer) -> None:
+    assert as_json(cli("runs", "--json")) == []
+    missing = cli("generate", extra_env={"DMDESK_VECTOR_STORE_PATH": "/nonexistent/kb"})
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert as_json(cli("runs", "--json")) == []  # nothing created
+    settings = as_json(cli("settings", "--json"))
+    assert settings["is_cloud"] is False and settings["available"] is True
+    run = as_json(cli("generate", "--wait", "--json"))
+    assert RUN_KEYS <= set(run)
+    listed = as_json(cli("runs", "--json"))
+    assert [r["id"] for r in listed] == [run["id"]] and RUN_KEYS <= set(listed[0])
+
+    assert cli("run", "999").returncode == 4
+    assert cli("run", "abc").returncode == 2
+    assert cli("proceed", str(run["id"])).returncode == 3  # generated: nothing to proceed
+    assert cli("train", str(run["id"])).returncode == 3  # no approved pair yet
+    assert cli("review", str(run["id"])).returncode == 2  # no action given
+    assert cli("nonsense").returncode == 2
+    bad = cli("runs", extra_env={"DMDESK_QUESTIONS_PER_CHUNK": "0"})
+    assert bad.returncode == 2 and "DMDESK_QUESTIONS_PER_CHUNK" in bad.stderr
+    gated = cli("generate", extra_env={"DMDESK_DEEP_MEMORY_BACKEND": "deeplake"})
+    assert gated.returncode == 3 and "DeepLake Cloud" in gated.stderr
+    for proc in (bad, gated, missing):
+        assert "Traceback" not in proc.stderr
+
+
+def test_generate_without_wait_runs_in_a_background_process(cli, llm_server) -> None:
+    started = cli("generate", "--json")
+    assert started.returncode == 0, started.stderr
+    run_id = as_json(started)["id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        run = as_json(cli("run", str(run_id), "--json"))
+        if run["status"] != "generating":
+            break
+        time.sleep(0.3)
+    assert run["status"] == "generated" and run["pair_count"] == 200
+
+
+def test_training_failure_exit_code_and_kept_state(cli, llm_server) -> None:
+    run = as_json(cli("generate", "--wait", "--json"))
+    assert cli("review", str(run["id"]), "--approve-all").returncode == 0
+    trained = cli("train", str(run["id"]), "--wait", "--json")
+    # This build's local engine is not there yet: a clean training_failed, resumable.
+    assert trained.returncode == 1
+    assert as_json(trained)["status"] == "training_failed"
+    assert cli("generate").returncode == 3

@@ -1,0 +1,201 @@
+"""The schema contract and its migrations (DESIGN.md "Database"), on a real SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from dmdesk.db import migrate
+from dmdesk.db.session import make_engine
+from dmdesk.domain.errors import DatabaseError
+
+RUNS = "deep_memory_training_runs"
+PAIRS = "deep_memory_training_pairs"
+T0 = "2026-01-01 00:00:00"
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'm.db'}"
+
+
+@pytest.fixture
+def engine(url: str) -> Iterator[sa.Engine]:
+    e = make_engine(url)  # foreign_keys=ON, as the app uses it
+    yield e
+    e.dispose()
+
+
+def add_run(conn: sa.Connection, run_id: int, status: str, job_id: str | None = None) -> None:
+    conn.execute(
+        sa.text(
+            f"INSERT INTO {RUNS} (id, status, created_at, updated_at, deeplake_job_id, "
+            "processed_chunks, pair_count) VALUES (:i, :s, :t, :t, :j, 3, 3)"
+        ),
+        {"i": run_id, "s": status, "t": T0, "j": job_id},
+    )
+
+
+def add_pairs(conn: sa.Connection, run_id: int, n: int) -> None:
+    conn.execute(
+        sa.text(
+            f"INSERT INTO {PAIRS} (training_run_id, chunk_id, question, created_at) "
+            "VALUES (:r, :c, 'q?', :t)"
+        ),
+        [{"r": run_id, "c": f"c{i}", "t": T0} for i in range(n)],
+    )
+
+
+def statuses(engine: sa.Engine) -> dict[int, str]:
+    with engine.connect() as c:
+        return dict(c.execute(sa.text(f"SELECT id, status FROM {RUNS}")).all())
+
+
+def pairs_of(engine: sa.Engine, run_id: int) -> int:
+    with engine.connect() as c:
+        return c.scalar(
+            sa.text(f"SELECT count(*) FROM {PAIRS} WHERE training_run_id = :r"), {"r": run_id}
+        )
+
+
+def test_head_has_the_contract_tables_and_index(url: str, engine: sa.Engine) -> None:
+    migrate.upgrade(url)
+    insp = sa.inspect(engine)
+    run_cols = {c["name"] for c in insp.get_columns(RUNS)}
+    assert {
+        "id", "status", "total_chunks", "processed_chunks", "pair_count", "error_message",
+        "deeplake_job_id", "metrics", "settings", "created_at", "updated_at", "heartbeat_at",
+    } <= run_cols
+    pair_cols = {c["name"] for c in insp.get_columns(PAIRS)}
+    assert {"id", "training_run_id", "chunk_id", "question", "approved", "created_at"} <= pair_cols
+    (fk,) = insp.get_foreign_keys(PAIRS)
+    assert fk["referred_table"] == RUNS and fk["options"].get("ondelete") == "CASCADE"
+    assert any(ix["column_names"] == ["training_run_id", "chunk_id"] for ix in insp.get_indexes(PAIRS))
+    assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+@pytest.mark.parametrize("status", ["failed", "bogus", ""])
+def test_fr1_check_refuses_an_unknown_status_in_the_database(
+    url: str, engine: sa.Engine, status: str
+) -> None:
+    migrate.upgrade(url)
+    with pytest.raises(IntegrityError), engine.begin() as c:
+        add_run(c, 1, status)
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["generating", "generated", "training", "completed", "generating_failed", "training_failed"],
+)
+def test_fr1_check_accepts_the_six_statuses(url: str, engine: sa.Engine, status: str) -> None:
+    migrate.upgrade(url)
+    with engine.begin() as c:
+        add_run(c, 1, status)
+    assert statuses(engine) == {1: status}
+
+
+@pytest.mark.parametrize(
+    ("job_id", "expected"),
+    [("job-42", "training_failed"), (None, "generating_failed"), ("", "generating_failed")],
+)
+def test_legacy_failed_becomes_phase_status_by_job_id_and_pairs_survive(
+    url: str, engine: sa.Engine, job_id: str | None, expected: str
+) -> None:
+    migrate.upgrade(url, "0001")
+    with engine.begin() as c:
+        add_run(c, 1, "completed")
+        add_pairs(c, 1, 4)
+        add_run(c, 2, "failed", job_id)
+        add_pairs(c, 2, 7)
+    migrate.upgrade(url)
+    assert statuses(engine) == {1: "completed", 2: expected}
+    # A batch rebuild of the runs table with foreign keys on would have deleted these.
+    assert pairs_of(engine, 1) == 4
+    assert pairs_of(engine, 2) == 7
+    with engine.connect() as c:
+        assert c.scalar(sa.text(f"SELECT processed_chunks FROM {RUNS} WHERE id = 2")) == 3
+    # ... and the foreign key still cascades after the rebuild.
+    with engine.begin() as c:
+        c.execute(sa.text(f"DELETE FROM {RUNS} WHERE id = 2"))
+    assert pairs_of(engine, 2) == 0
+    assert pairs_of(engine, 1) == 4
+
+
+def test_downgrade_maps_both_failure_statuses_back_to_failed(url: str, engine: sa.Engine) -> None:
+    migrate.upgrade(url)
+    with engine.begin() as c:
+        add_run(c, 1, "completed")
+        add_run(c, 2, "training_failed", "job-1")
+        add_pairs(c, 2, 5)
+    migrate.downgrade(url, "0001")
+    assert statuses(engine) == {1: "completed", 2: "failed"}
+    assert pairs_of(engine, 2) == 5
+    with pytest.raises(IntegrityError), engine.begin() as c:  # old CHECK is back
+        add_run(c, 3, "generating_failed")
+
+
+def test_upgrade_refuses_several_unfinished_legacy_runs_and_changes_nothing(
+    url: str, engine: sa.Engine
+) -> None:
+    migrate.upgrade(url, "0001")
+    with engine.begin() as c:
+        add_run(c, 1, "failed")
+        add_run(c, 2, "failed", "job-2")
+        add_pairs(c, 1, 2)
+    with pytest.raises(RuntimeError, match=r"#1 \(generating_failed\), #2 \(training_failed\)"):
+        migrate.upgrade(url)
+    assert migrate.current_revision(engine) == "0001"
+    assert statuses(engine) == {1: "failed", 2: "failed"}
+    assert pairs_of(engine, 1) == 2
+
+
+@pytest.mark.parametrize(
+    "first", ["generating", "generated", "training", "generating_failed", "training_failed"]
+)
+@pytest.mark.parametrize("second", ["generating", "generated", "generating_failed"])
+def test_database_refuses_a_second_open_run(
+    url: str, engine: sa.Engine, first: str, second: str
+) -> None:
+    migrate.upgrade(url)
+    with engine.begin() as c:
+        add_run(c, 1, first)
+    with pytest.raises(IntegrityError), engine.begin() as c:
+        add_run(c, 2, second)
+    with engine.begin() as c:  # many completed runs are fine
+        add_run(c, 3, "completed")
+        add_run(c, 4, "completed")
+
+
+def test_fr5_cascade_deletes_pairs_with_their_run(url: str, engine: sa.Engine) -> None:
+    migrate.upgrade(url)
+    with engine.begin() as c:
+        add_run(c, 1, "completed")
+        add_run(c, 2, "generating_failed")
+        add_pairs(c, 1, 3)
+        add_pairs(c, 2, 9)
+        c.execute(sa.text(f"DELETE FROM {RUNS} WHERE id = 2"))
+    assert pairs_of(engine, 2) == 0
+    assert pairs_of(engine, 1) == 3
+
+
+def test_a_database_from_a_newer_dmdesk_is_refused(url: str, engine: sa.Engine) -> None:
+    migrate.upgrade(url)
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(DatabaseError, match="newer dmdesk"):
+        migrate.ensure_schema(engine)
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "junk.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    e = make_engine(f"sqlite:///{bad}")
+    try:
+        with pytest.raises(DatabaseError, match="Cannot open the database"):
+            migrate.ensure_schema(e)
+    finally:
+        e.dispose()

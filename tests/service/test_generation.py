@@ -1,0 +1,194 @@
+"""Generation: Scenario 1 (failure keeps progress), Scenario 3 / FR-3 (resume), retries, cancel.
+
+Real parts only: a local DeepLake store, SQLite, and the project's OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from dmdesk.domain.models import ProgressUpdate
+from dmdesk.domain.status import RunStatus
+from dmdesk.services.context import ServiceContext
+from dmdesk.services.runs import TrainingRunService
+from dmdesk.testing.llm_server import FakeLLMServer, questions_for
+from tests.conftest import chunk_ids, chunk_texts
+from tests.helpers import chunk_pair_counts, pair_count
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.updates: list[ProgressUpdate] = []
+
+    def __call__(self, u: ProgressUpdate) -> None:
+        self.updates.append(u)
+
+
+def generate(runs: TrainingRunService, progress: Callable | None = None):
+    run = runs.start_generation()
+    return runs.run_job(run.id, progress)
+
+
+def test_generation_completes_with_one_pair_set_per_chunk(
+    runs: TrainingRunService, ctx: ServiceContext, llm_server: FakeLLMServer
+) -> None:
+    rec = Recorder()
+    run = generate(runs, rec)
+    assert run.status is RunStatus.GENERATED
+    assert (run.processed_chunks, run.total_chunks, run.pair_count) == (200, 200, 200)
+    assert chunk_pair_counts(ctx, run.id) == dict.fromkeys(chunk_ids(200), 1)
+    assert rec.updates[0].processed == 0 and rec.updates[-1].processed == 200
+    assert all(u.total == 200 for u in rec.updates)
+    # The questions are the server's, for the right chunk.
+    pairs = {p.chunk_id: p.question for p in runs.list_pairs(run.id)}
+    assert pairs["chunk-00007"] == questions_for(chunk_texts(200)[7], 1)[0]
+
+
+def test_questions_per_chunk_is_honoured(
+    make_ctx: Callable[..., ServiceContext], store200, llm_server: FakeLLMServer
+) -> None:
+    ctx = make_ctx(vector_store_path=store200, questions_per_chunk=3, chunk_limit=20)
+    run = generate(TrainingRunService(ctx))
+    assert (run.total_chunks, run.pair_count) == (20, 60)
+    assert set(chunk_pair_counts(ctx, run.id).values()) == {3}
+
+
+def test_scenario1_generation_failure_keeps_error_and_progress(
+    runs: TrainingRunService, ctx: ServiceContext, llm_server: FakeLLMServer
+) -> None:
+    llm_server.configure(fail_after=50, fail_status=500)
+    rec = Recorder()
+    run = generate(runs, rec)
+    assert run.status is RunStatus.GENERATING_FAILED
+    assert run.processed_chunks == 50 and run.pair_count == 50 and run.total_chunks == 200
+    assert pair_count(ctx, run.id) == 50
+    assert "500" in run.error_message and "50/200" in run.error_message
+    assert "Proceed" in run.error_message
+    # The failure reaches the progress consumer's last report with the kept count.
+    assert rec.updates[-1].processed == 50
+    # Stored, not just returned:
+    assert runs.get_run(run.id).error_message == run.error_message
+
+
+def test_fr3_resume_skips_processed_chunks_and_totals_the_whole_run(
+    runs: TrainingRunService, ctx: ServiceContext, llm_server: FakeLLMServer
+) -> None:
+    llm_server.configure(fail_after=51)
+    first = generate(runs)
+    assert first.status is RunStatus.GENERATING_FAILED
+    done = set(chunk_pair_counts(ctx, first.id))
+    assert len(done) == 51
+
+    llm_server.configure(fail_after=None)
+    llm_server.reset_stats()
+    resumed = runs.proceed(first.id)
+    assert resumed.status is RunStatus.GENERATING and resumed.error_message is None
+    rec = Recorder()
+    final = runs.run_job(first.id, rec)
+
+    # The LLM was asked only for chunks without pairs (FR-3.4/3.5, SC-2).
+    texts = dict(zip(chunk_ids(200), chunk_texts(200), strict=True))
+    asked = set(llm_server.stats.passages)
+    assert asked.isdisjoint({texts[c] for c in done})
+    assert len(llm_server.stats.passages) == 149
+    # Progress resumes at the point of failure, over the whole run (FR-3.6: 51/200, not 51/149).
+    assert (rec.updates[0].processed, rec.updates[0].total) == (51, 200)
+    assert final.status is RunStatus.GENERATED
+    assert (final.processed_chunks, final.total_chunks, final.pair_count) == (200, 200, 200)
+    assert chunk_pair_counts(ctx, first.id) == dict.fromkeys(chunk_ids(200), 1)
+
+
+def test_fr3_8_a_failed_retry_returns_to_generating_failed_with_the_new_error(
+    runs: TrainingRunService, llm_server: FakeLLMServer
+) -> None:
+    llm_server.configure(fail_after=10, fail_status=500)
+    first = generate(runs)
+    llm_server.configure(fail_after=llm_server.stats.successes + 5, fail_status=403)
+    runs.proceed(first.id)
+    again = runs.run_job(first.id)
+    assert again.status is RunStatus.GENERATING_FAILED
+    assert "403" in again.error_message and "500" not in again.error_message
+    assert again.processed_chunks == 15
+
+
+def test_transient_errors_are_retried_by_the_sdk(
+    make_ctx: Callable[..., ServiceContext], store200, llm_server: FakeLLMServer
+) -> None:
+    ctx = make_ctx(vector_store_path=store200, llm_max_retries=3, chunk_limit=10,
+                   generation_concurrency=1)
+    llm_server.configure(fail_after=3, fail_times=2, fail_status=503, retry_after=0)
+    run = generate(TrainingRunService(ctx))
+    assert run.status is RunStatus.GENERATED
+    assert llm_server.stats.failures == 2 and run.pair_count == 10
+
+
+def test_a_refused_key_fails_at_once_without_retries(
+    make_ctx: Callable[..., ServiceContext], store200, llm_server: FakeLLMServer
+) -> None:
+    ctx = make_ctx(vector_store_path=store200, llm_max_retries=5, generation_concurrency=1)
+    llm_server.configure(fail_after=0, fail_status=401)
+    run = generate(TrainingRunService(ctx))
+    assert run.status is RunStatus.GENERATING_FAILED
+    assert "refused the API key (401)" in run.error_message
+    assert llm_server.stats.requests == 1
+
+
+def test_an_unusable_reply_is_asked_again_then_fails_the_run(
+    make_ctx: Callable[..., ServiceContext], store200, llm_server: FakeLLMServer
+) -> None:
+    ctx = make_ctx(vector_store_path=store200, generation_concurrency=1)
+    llm_server.configure(fail_after=0, fail_mode="malformed")
+    run = generate(TrainingRunService(ctx))
+    assert run.status is RunStatus.GENERATING_FAILED
+    assert "no usable questions after 3 tries" in run.error_message
+    assert llm_server.stats.requests == 3
+
+
+def test_cancel_leaves_a_resumable_failed_run(
+    runs: TrainingRunService, ctx: ServiceContext, llm_server: FakeLLMServer
+) -> None:
+    llm_server.configure(latency_s=0.02)
+    cancel = threading.Event()
+
+    def stop_at_40(u: ProgressUpdate) -> None:
+        if u.processed >= 40:
+            cancel.set()
+
+    run = runs.start_generation()
+    stopped = runs.run_job(run.id, stop_at_40, cancel)
+    assert stopped.status is RunStatus.GENERATING_FAILED
+    assert "Stopped by the administrator" in stopped.error_message
+    assert 40 <= stopped.processed_chunks < 200
+    assert pair_count(ctx, run.id) == stopped.processed_chunks
+
+    llm_server.configure(latency_s=0)
+    runs.proceed(run.id)
+    assert runs.run_job(run.id).status is RunStatus.GENERATED
+    assert chunk_pair_counts(ctx, run.id) == dict.fromkeys(chunk_ids(200), 1)
+
+
+def test_a_run_taken_over_by_another_process_is_left_alone(
+    runs: TrainingRunService, ctx: ServiceContext, llm_server: FakeLLMServer
+) -> None:
+    """If stale recovery failed our run and someone else proceeded it, we stop writing."""
+    run = runs.start_generation()
+    ctx.owner = "someone-else"  # the run's owner is the original token; we are not it anymore
+    result = runs.run_job(run.id)
+    assert result.status is RunStatus.GENERATING
+    assert pair_count(ctx, run.id) == 0
+    assert llm_server.stats.requests == 0
+
+
+@pytest.mark.parametrize("mode", ["drop", "empty", "no_questions"])
+def test_other_llm_faults_fail_the_run_with_a_message(
+    make_ctx: Callable[..., ServiceContext], store200, llm_server: FakeLLMServer, mode: str
+) -> None:
+    ctx = make_ctx(vector_store_path=store200, generation_concurrency=1, chunk_limit=5)
+    llm_server.configure(fail_after=2, fail_mode=mode)
+    run = generate(TrainingRunService(ctx))
+    assert run.status is RunStatus.GENERATING_FAILED
+    assert run.processed_chunks == 2
+    assert run.error_message.startswith("Generation stopped at 2/5 chunks: ")
