@@ -36,7 +36,7 @@ $(DEB_STAMP): | $(BIN)/python
 deps: $(STAMP) $(DEB_STAMP)
 
 run: deps
-	$(BIN)/dmdesk demo
+	$(BIN)/dmdesk gui
 
 test: deps
 	QT_QPA_PLATFORM=offscreen BUGGER_OFF=true $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -3,8 +3,8 @@
 Contract variables (DESIGN.md): DMDESK_DATA_DIR, DMDESK_DATABASE_URL, DMDESK_VECTOR_STORE_PATH,
 DMDESK_DEEP_MEMORY_BACKEND, DMDESK_LLM_BASE_URL, DMDESK_LLM_MODEL, OPENAI_API_KEY, ACTIVELOOP_TOKEN,
 DMDESK_EMBEDDING, DMDESK_QUESTIONS_PER_CHUNK, DMDESK_GENERATION_CONCURRENCY, DMDESK_STALE_AFTER_S.
-Additions of ours: DMDESK_CHUNK_LIMIT (generate for the first N chunks only), DMDESK_LLM_MAX_RETRIES,
-DMDESK_LLM_TIMEOUT_S, and DMDESK_CONFIG_FILE (where the TOML lives; default
+Additions of ours: DMDESK_CHUNK_LIMIT (generate for the first N chunks only),
+DMDESK_LLM_MAX_RETRIES, DMDESK_LLM_TIMEOUT_S, and DMDESK_CONFIG_FILE (where the TOML lives; default
 `<user config dir>/dmdesk/config.toml`).
 
 Secrets are never fields of this object: they come from the environment or the OS keyring

@@ -97,8 +97,9 @@ def chunk_ids(n: int) -> list[str]:
 
 
 def chunk_texts(n: int) -> list[str]:
-    return [f"Chunk {i:05d}: the knowledge base explains topic number {i} in detail." for i in
-            range(n)]
+    return [
+        f"Chunk {i:05d}: the knowledge base explains topic number {i} in detail." for i in range(n)
+    ]
 
 
 @pytest.fixture

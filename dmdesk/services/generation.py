@@ -235,9 +235,9 @@ class GenerationJob:
         with session_scope(self.ctx.sessions) as s:
             done_ids = set(
                 s.scalars(
-                    select(TrainingPair.chunk_id).distinct().where(
-                        TrainingPair.training_run_id == self.run_id
-                    )
+                    select(TrainingPair.chunk_id)
+                    .distinct()
+                    .where(TrainingPair.training_run_id == self.run_id)
                 )
             )
             pairs = s.scalar(

@@ -17,8 +17,16 @@ from dmdesk.testing.llm_server import FakeLLMServer
 from tests.conftest import chunk_ids
 
 RUN_KEYS = {
-    "id", "status", "total_chunks", "processed_chunks", "pair_count", "error_message",
-    "deeplake_job_id", "created_at", "updated_at", "metrics",
+    "id",
+    "status",
+    "total_chunks",
+    "processed_chunks",
+    "pair_count",
+    "error_message",
+    "deeplake_job_id",
+    "created_at",
+    "updated_at",
+    "metrics",
 }
 
 
@@ -41,7 +49,10 @@ def cli(
     def run(*args: str, extra_env: dict[str, str] | None = None, timeout: float = 120):
         return subprocess.run(
             [sys.executable, "-m", "dmdesk", *args],
-            capture_output=True, text=True, timeout=timeout, env=env | (extra_env or {}),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env | (extra_env or {}),
             stdin=subprocess.DEVNULL,
         )
 
@@ -106,9 +117,9 @@ def test_json_shapes_and_exit_codes(cli, llm_server: FakeLLMServer) -> None:
     settings = as_json(cli("settings", "--json"))
     assert settings["is_cloud"] is False and settings["available"] is True
     run = as_json(cli("generate", "--wait", "--json"))
-    assert RUN_KEYS <= set(run)
+    assert set(run) >= RUN_KEYS
     listed = as_json(cli("runs", "--json"))
-    assert [r["id"] for r in listed] == [run["id"]] and RUN_KEYS <= set(listed[0])
+    assert [r["id"] for r in listed] == [run["id"]] and set(listed[0]) >= RUN_KEYS
 
     assert cli("run", "999").returncode == 4
     assert cli("run", "abc").returncode == 2

@@ -67,14 +67,26 @@ def test_head_has_the_contract_tables_and_index(url: str, engine: sa.Engine) -> 
     insp = sa.inspect(engine)
     run_cols = {c["name"] for c in insp.get_columns(RUNS)}
     assert {
-        "id", "status", "total_chunks", "processed_chunks", "pair_count", "error_message",
-        "deeplake_job_id", "metrics", "settings", "created_at", "updated_at", "heartbeat_at",
+        "id",
+        "status",
+        "total_chunks",
+        "processed_chunks",
+        "pair_count",
+        "error_message",
+        "deeplake_job_id",
+        "metrics",
+        "settings",
+        "created_at",
+        "updated_at",
+        "heartbeat_at",
     } <= run_cols
     pair_cols = {c["name"] for c in insp.get_columns(PAIRS)}
     assert {"id", "training_run_id", "chunk_id", "question", "approved", "created_at"} <= pair_cols
     (fk,) = insp.get_foreign_keys(PAIRS)
     assert fk["referred_table"] == RUNS and fk["options"].get("ondelete") == "CASCADE"
-    assert any(ix["column_names"] == ["training_run_id", "chunk_id"] for ix in insp.get_indexes(PAIRS))
+    assert any(
+        ix["column_names"] == ["training_run_id", "chunk_id"] for ix in insp.get_indexes(PAIRS)
+    )
     assert migrate.current_revision(engine) == migrate.head_revision()
 
 

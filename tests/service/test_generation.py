@@ -117,8 +117,9 @@ def test_fr3_8_a_failed_retry_returns_to_generating_failed_with_the_new_error(
 def test_transient_errors_are_retried_by_the_sdk(
     make_ctx: Callable[..., ServiceContext], store200, llm_server: FakeLLMServer
 ) -> None:
-    ctx = make_ctx(vector_store_path=store200, llm_max_retries=3, chunk_limit=10,
-                   generation_concurrency=1)
+    ctx = make_ctx(
+        vector_store_path=store200, llm_max_retries=3, chunk_limit=10, generation_concurrency=1
+    )
     llm_server.configure(fail_after=3, fail_times=2, fail_status=503, retry_after=0)
     run = generate(TrainingRunService(ctx))
     assert run.status is RunStatus.GENERATED

@@ -30,7 +30,12 @@ ALLOWED = {
 
 def test_six_statuses_of_fr1() -> None:
     assert {s.value for s in RunStatus} == {
-        "generating", "generated", "training", "completed", "generating_failed", "training_failed"
+        "generating",
+        "generated",
+        "training",
+        "completed",
+        "generating_failed",
+        "training_failed",
     }
 
 

@@ -26,9 +26,7 @@ def test_fewer_questions_than_asked_are_kept() -> None:
 
 
 def test_fenced_json_is_accepted() -> None:
-    assert parse_reply('```json\n{"questions": ["What is fenced?"]}\n```', 1) == [
-        "What is fenced?"
-    ]
+    assert parse_reply('```json\n{"questions": ["What is fenced?"]}\n```', 1) == ["What is fenced?"]
 
 
 @pytest.mark.parametrize(
@@ -37,7 +35,7 @@ def test_fenced_json_is_accepted() -> None:
         ("", "empty"),
         (None, "empty"),
         ("this is {not json", "not JSON"),
-        ('{"answer": "x"}', "no \"questions\""),
+        ('{"answer": "x"}', 'no "questions"'),
         ('{"questions": []}', "no usable"),
         ('{"questions": ["", "short"]}', "no usable"),
     ],

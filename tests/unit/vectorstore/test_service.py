@@ -108,7 +108,11 @@ def test_opening_a_local_store_makes_no_network_call(
     )
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "BUGGER_OFF": "true"}
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
         cwd=Path(__file__).resolve().parents[3],
     )
     assert out.returncode == 0, out.stderr
