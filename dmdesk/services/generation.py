@@ -42,6 +42,23 @@ WRITE_BATCH_MAX = 64  # finished chunks written in one transaction at most
 READ_BATCH = 256  # chunk texts read from the store at once
 
 
+def run_on_own_loop(coro: Any) -> None:
+    """`asyncio.run`, with a loop we create and close ourselves.
+
+    deeplake 3.9 applies `nest_asyncio`, whose `asyncio.run` reuses the thread's loop and never
+    closes it: in a worker thread every job would leak an event loop and its sockets.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(coro)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+
 class _LostRun(Exception):
     """The run is no longer ours (recovered as stale, or taken over)."""
 
@@ -77,7 +94,7 @@ class GenerationJob:
         try:
             with heartbeat:
                 self._heartbeat = heartbeat
-                asyncio.run(self._main())
+                run_on_own_loop(self._main())
         except _LostRun:
             log.warning("run %s: no longer ours; stopping without touching it", self.run_id)
             return self.runs.get_run(self.run_id)
