@@ -193,3 +193,35 @@ def test_other_llm_faults_fail_the_run_with_a_message(
     assert run.status is RunStatus.GENERATING_FAILED
     assert run.processed_chunks == 2
     assert run.error_message.startswith("Generation stopped at 2/5 chunks: ")
+
+
+def test_a_job_in_a_worker_thread_leaks_no_event_loop(
+    runs: TrainingRunService, llm_server: FakeLLMServer
+) -> None:
+    """deeplake applies nest_asyncio, whose asyncio.run never closes a thread's loop; jobs run
+    on a loop of their own. File descriptors must not grow job after job."""
+    import gc
+    import os
+
+    from dmdesk.vectorstore._deeplake import import_deeplake
+
+    import_deeplake()
+    import deeplake.core.storage.s3  # noqa: F401  (this import applies nest_asyncio)
+
+    def fds() -> int:
+        gc.collect()
+        return len(os.listdir("/proc/self/fd"))
+
+    def job_in_thread() -> None:
+        t = threading.Thread(target=lambda: runs.run_job(runs.start_generation().id))
+        t.start()
+        t.join()
+
+    llm_server.configure(fail_after=0)  # each job fails at once: cheap, and resumable
+    job_in_thread()
+    runs.remove(runs.list_runs()[0].id)
+    before = fds()
+    for _ in range(3):
+        job_in_thread()
+        runs.remove(runs.list_runs()[0].id)
+    assert fds() <= before
