@@ -10,7 +10,7 @@ QT_DEBS := libegl1 libgl1 libxkbcommon0 libfontconfig1 libfreetype6 libglib2.0-0
            libdbus-1-3 fonts-dejavu-core
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint format clean deps debs
+.PHONY: run test bench lint format clean deps debs screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,3 +54,6 @@ format: deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+screenshots: deps
+	QT_QPA_PLATFORM=offscreen BUGGER_OFF=true $(BIN)/python -m dmdesk.ui.screenshots docs

@@ -323,6 +323,21 @@ class TrainingRunService:
                 for p in s.scalars(stmt)
             ]
 
+    def chunk_texts(self, run_id: int, chunk_ids: Sequence[str]) -> dict[str, str]:
+        """The texts of some chunks of a run (for review), read from the run's store in one
+        batch."""
+        run = self.get_run(run_id)
+        snapshot = run.settings or {}
+        wanted = set(chunk_ids)
+        store = self.ctx.vector_store_factory(snapshot.get("vector_store_path"))
+        try:
+            stop = int(snapshot.get("selection", {}).get("rows") or store.row_count())
+            ids = store.read_ids(min(stop, store.row_count()))
+            rows = [i for i, cid in enumerate(ids) if cid in wanted]
+            return dict(zip((ids[r] for r in rows), store.read_texts(rows), strict=True))
+        finally:
+            store.close()
+
     def _reviewable(self, s: Session, run_id: int) -> None:
         run = s.get(TrainingRun, run_id)
         if run is None:

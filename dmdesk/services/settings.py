@@ -16,9 +16,10 @@ from dmdesk.domain.models import DeepMemorySettingsResponse
 from dmdesk.vectorstore.service import VectorStoreService
 
 GATE_MESSAGE = (
-    "Deep Memory is only available with DeepLake Cloud: the vector store "
-    "{path} is not a hub:// store. Point dmdesk at a DeepLake Cloud store, or set "
-    "DMDESK_DEEP_MEMORY_BACKEND=local to use dmdesk's local Deep Memory engine."
+    "Deep Memory is only available with DeepLake Cloud: {what}. Point dmdesk at a DeepLake "
+    "Cloud store (hub://org/dataset), or set DMDESK_DEEP_MEMORY_BACKEND=local to use dmdesk's "
+    "local Deep Memory engine (environment, or `dmdesk settings --set "
+    "deep_memory_backend=local`), then restart dmdesk."
 )
 
 
@@ -30,7 +31,12 @@ def availability(config: DmdeskConfig) -> tuple[bool, bool, str | None]:
         return is_cloud, True, None
     if is_cloud:
         return True, True, None
-    return False, False, GATE_MESSAGE.format(path=config.vector_store_path or "(none)")
+    what = (
+        f"the vector store {config.vector_store_path} is not a hub:// store"
+        if config.vector_store_path
+        else "no vector store is configured (DMDESK_VECTOR_STORE_PATH)"
+    )
+    return False, False, GATE_MESSAGE.format(what=what)
 
 
 def get_settings(config: DmdeskConfig) -> DeepMemorySettingsResponse:

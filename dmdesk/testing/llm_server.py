@@ -69,6 +69,13 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that cancels an in-flight call hangs up on us: normal, not worth a traceback.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class FakeLLMServer:
     def __init__(self, **knobs: Any) -> None:

@@ -1,24 +1,82 @@
-"""Main window (shell; the Deep Memory page grows in its own issue)."""
+"""The main window: the Deep Memory page, and a close that never loses a running run."""
 
 from __future__ import annotations
 
+import os
 import sys
 
-from PySide6.QtWidgets import QApplication, QLabel, QMainWindow
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 
 from dmdesk.config import DmdeskConfig
+from dmdesk.domain.errors import EXIT_USAGE, DmdeskError
+from dmdesk.services.context import ServiceContext
+from dmdesk.ui.deep_memory_page import DeepMemoryPage
+from dmdesk.ui.resources import icon
 
 
 class MainWindow(QMainWindow):
-    def __init__(self) -> None:
+    def __init__(self, ctx: ServiceContext) -> None:
         super().__init__()
+        self.setObjectName("mainWindow")
         self.setWindowTitle("dmdesk — Deep Memory")
-        self.setCentralWidget(QLabel("Deep Memory"))
-        self.resize(1000, 700)
+        self.setWindowIcon(icon("brain"))
+        self.page = DeepMemoryPage(ctx)
+        self.setCentralWidget(self.page)
+        self.resize(1000, 760)
+        self.ask_before_stopping = True
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Closing during a run asks whether to stop it; a stopped run stays resumable."""
+        if self.page.job_running:
+            if self.ask_before_stopping:
+                answer = QMessageBox.question(
+                    self,
+                    "A run is in progress",
+                    "Stop the running job and close dmdesk? The run becomes failed and can be "
+                    "resumed later with Proceed; nothing done so far is lost.",
+                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                    QMessageBox.StandardButton.No,
+                )
+                if answer != QMessageBox.StandardButton.Yes:
+                    event.ignore()
+                    return
+            self.page.stop_job(wait=True)
+        event.accept()
 
 
-def run_gui(config: DmdeskConfig) -> int:
-    app = QApplication.instance() or QApplication(sys.argv)
-    w = MainWindow()
-    w.show()
-    return app.exec()
+def _display_problem() -> str | None:
+    if sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM"):
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            return (
+                "No display found (DISPLAY and WAYLAND_DISPLAY are unset). Run dmdesk in a "
+                "desktop session, use the command line (dmdesk --help), or set "
+                "QT_QPA_PLATFORM=offscreen."
+            )
+    return None
+
+
+def run_gui(config: DmdeskConfig, *, smoke: bool = False) -> int:
+    from dmdesk import app as app_start
+
+    problem = _display_problem()
+    if problem:
+        print(f"dmdesk: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    qapp = QApplication.instance() or QApplication(sys.argv[:1])
+    qapp.setApplicationName("dmdesk")
+    try:
+        ctx = app_start.start(config)
+    except DmdeskError as exc:
+        QMessageBox.critical(None, "dmdesk cannot start", exc.message)
+        return exc.exit_code
+    window = MainWindow(ctx)
+    window.show()
+    if smoke:
+        from PySide6.QtCore import QTimer
+
+        QTimer.singleShot(200, qapp.quit)
+    try:
+        return qapp.exec()
+    finally:
+        ctx.dispose()

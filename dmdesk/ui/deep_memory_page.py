@@ -1,0 +1,305 @@
+"""The Deep Memory page: header, FR-6 gate, and the three cards (Settings, Training Workflow,
+Training History). Thin: every rule is a service call; this page only shows state and routes
+clicks. Long work runs in a JobWorker thread; DB reads here are single small queries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from PySide6.QtCore import QEventLoop, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dmdesk.config import DmdeskConfig
+from dmdesk.domain.errors import DmdeskError
+from dmdesk.domain.models import RunView
+from dmdesk.domain.status import FAILED, RunStatus
+from dmdesk.services import settings as settings_service
+from dmdesk.services.context import ServiceContext
+from dmdesk.services.runs import TrainingRunService
+from dmdesk.ui.history_model import RunHistoryModel
+from dmdesk.ui.history_view import HistoryView
+from dmdesk.ui.resources import icon
+from dmdesk.ui.review_dialog import ReviewDialog
+from dmdesk.ui.settings_card import SettingsCard
+from dmdesk.ui.workers import JobWorker, start_in_thread
+from dmdesk.ui.workflow_panel import WorkflowPanel
+
+log = logging.getLogger(__name__)
+
+
+class DeepMemoryPage(QWidget):
+    refreshed = Signal()  # after every full page refresh
+    job_finished = Signal(object)  # final RunView of a job run from this page (or None)
+
+    def __init__(self, ctx: ServiceContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("deepMemoryPage")
+        self.ctx = ctx
+        self.runs = TrainingRunService(ctx)
+        self._worker: JobWorker | None = None
+        self._thread: QThread | None = None
+        self._job_run_id: int | None = None
+
+        outer = QVBoxLayout(self)
+        # Header: always visible (FR-6.4).
+        header = QWidget()
+        header.setObjectName("pageHeader")
+        hl = QHBoxLayout(header)
+        hl.setContentsMargins(0, 0, 0, 0)
+        brain = QLabel()
+        brain.setObjectName("brainIcon")
+        brain.setPixmap(icon("brain").pixmap(36, 36))
+        title = QLabel("Deep Memory Training")
+        title.setObjectName("pageTitle")
+        title.setStyleSheet("font-size: 20px; font-weight: 600;")
+        hl.addWidget(brain)
+        hl.addWidget(title)
+        hl.addStretch(1)
+        outer.addWidget(header)
+
+        # The gate warning (FR-6.3).
+        self.gate_warning = QLabel()
+        self.gate_warning.setObjectName("gateWarning")
+        self.gate_warning.setWordWrap(True)
+        self.gate_warning.setStyleSheet(
+            "background: #fef3c7; border: 1px solid #f59e0b; border-radius: 6px; padding: 10px;"
+            "color: #78350f;"
+        )
+        outer.addWidget(self.gate_warning)
+
+        # The cards.
+        self.cards = QWidget()
+        self.cards.setObjectName("cards")
+        cl = QVBoxLayout(self.cards)
+        cl.setContentsMargins(0, 0, 0, 0)
+        self.settings_card = SettingsCard(ctx.config)
+        self.workflow = WorkflowPanel()
+        self.history_model = RunHistoryModel(self)
+        self.history = HistoryView(self.history_model)
+        history_card = QGroupBox("Training History")
+        history_card.setObjectName("historyCard")
+        QVBoxLayout(history_card).addWidget(self.history)
+        cl.addWidget(self.workflow)
+        cl.addWidget(history_card, 1)
+        cl.addWidget(self.settings_card)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.cards)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.scroll = scroll
+        outer.addWidget(scroll, 1)
+        self._filler = QWidget()  # takes the slack when only the header and warning show
+        outer.addWidget(self._filler, 1)
+
+        self.settings_card.settings_saved.connect(self._on_settings_saved)
+        self.workflow.generate_requested.connect(self._on_generate_requested)
+        self.workflow.stop_requested.connect(self._on_stop_requested)
+        self.workflow.review_requested.connect(self._on_review_requested)
+        self.workflow.train_requested.connect(self._on_train_requested)
+        self.history.refresh_requested.connect(self._on_refresh_requested)
+        self.history.proceed_requested.connect(self._on_proceed_requested)
+        self.history.remove_requested.connect(self._on_remove_requested)
+        self.refresh()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def job_running(self) -> bool:
+        return self._thread is not None
+
+    def refresh(self) -> None:
+        """Reload everything the page shows (FR-7.6)."""
+        resp = settings_service.get_settings(self.ctx.config)
+        self.gate_warning.setVisible(not resp.available)
+        self.scroll.setVisible(resp.available)
+        self._filler.setVisible(not resp.available)
+        if not resp.available:
+            self.gate_warning.setText(resp.unavailable_reason or "Deep Memory is not available.")
+            self.refreshed.emit()
+            return
+        try:
+            runs = self.runs.list_runs()
+        except DmdeskError as exc:
+            self.show_error("Cannot read the training history", exc.message)
+            runs = []
+        self.history_model.set_runs(runs)
+        blocking = next((r for r in runs if r.status is not RunStatus.COMPLETED), None)
+        self.workflow.set_state(blocking, job_running=self.job_running)
+        self.refreshed.emit()
+
+    def show_error(self, title: str, message: str) -> QMessageBox:
+        """A window-modal message that does not block the event loop."""
+        box = QMessageBox(
+            QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self
+        )
+        box.setObjectName("errorBox")
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        return box
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def _start_job(
+        self,
+        phase: str,
+        prepare: Callable[[TrainingRunService], RunView],
+        run_id: int | None = None,
+    ) -> None:
+        if self.job_running:
+            self.show_error("A run is in progress", "Wait for it to finish or stop it first.")
+            return
+        worker = JobWorker(self.ctx, prepare)
+        worker.run_started.connect(self._on_worker_run_started)
+        worker.progress_changed.connect(self._on_worker_progress_changed)
+        worker.succeeded.connect(self._on_worker_succeeded)
+        worker.failed.connect(self._on_worker_failed)
+        self._worker = worker
+        self._job_run_id = run_id
+        self.workflow.job_started(phase, run_id)
+        self.workflow.set_state(None, job_running=True)
+        self._thread = start_in_thread(worker, self)
+        self._thread.finished.connect(self._on_thread_finished)
+
+    def stop_job(self, wait: bool = False) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        if wait and self._thread is not None:
+            loop = QEventLoop()
+            self._thread.finished.connect(loop.quit)
+            if self._thread is not None and self._thread.isRunning():
+                loop.exec()
+
+    @Slot(object)
+    def _on_worker_run_started(self, run: RunView) -> None:
+        self._job_run_id = run.id
+        self.refresh()
+
+    @Slot(int, int, int, str, str)
+    def _on_worker_progress_changed(
+        self, processed: int, total: int, pairs: int, phase: str, msg: str
+    ) -> None:
+        self.workflow.show_progress(processed, total, phase, msg)
+        if phase == "generation" and self._job_run_id is not None:
+            index = self.history_model.row_of(self._job_run_id)
+            run = self.history_model.run_at(index)
+            if run is not None:
+                self.history_model.update_run(
+                    run.model_copy(
+                        update={
+                            "processed_chunks": processed,
+                            "total_chunks": total,
+                            "pair_count": pairs,
+                        }
+                    )
+                )
+
+    @Slot(object)
+    def _on_worker_succeeded(self, final: RunView) -> None:
+        self._final = final
+
+    @Slot(str)
+    def _on_worker_failed(self, message: str) -> None:
+        self._final = None
+        self.show_error("The request was refused", message)
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        final = getattr(self, "_final", None)
+        self._thread = None
+        self._worker = None
+        self._final = None
+        self.workflow.job_ended(final)
+        self.refresh()
+        if final is not None and final.status in FAILED:
+            # Show the failed row open, with Proceed and Delete (Scenario 1/2 notification).
+            self.history.toggle(final.id)
+        self.job_finished.emit(final)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    @Slot()
+    def _on_generate_requested(self) -> None:
+        self._start_job("generation", lambda runs: runs.start_generation())
+
+    @Slot()
+    def _on_stop_requested(self) -> None:
+        self.stop_job()
+
+    @Slot(int)
+    def _on_proceed_requested(self, run_id: int) -> None:
+        run = self.history_model.run_at(self.history_model.row_of(run_id))
+        phase = (
+            "training"
+            if run is not None and run.status is RunStatus.TRAINING_FAILED
+            else "generation"
+        )
+        self.history.collapse_all()  # FR-7.3: the row closes, the progress shows in Workflow
+        self._start_job(phase, lambda runs: runs.proceed(run_id), run_id)
+
+    @Slot(int)
+    def _on_train_requested(self, run_id: int) -> None:
+        self._start_job("training", lambda runs: runs.start_training(run_id), run_id)
+
+    @Slot(int)
+    def _on_refresh_requested(self, run_id: int) -> None:
+        """FR-7.8: re-read one run and update only its row."""
+        try:
+            run = self.runs.get_run(run_id)
+        except DmdeskError as exc:
+            self.show_error("Cannot refresh the run", exc.message)
+            self.refresh()
+            return
+        self.history_model.update_run(run)
+
+    @Slot(int)
+    def _on_remove_requested(self, run_id: int) -> None:
+        """FR-7.5: ask first; FR-7.6: refresh after."""
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Delete run",
+            f"Delete run #{run_id} and all its training pairs? This cannot be undone.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        box.setObjectName("confirmRemoveBox")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(lambda code: self._on_remove_answered(run_id, code))
+        box.open()
+
+    def _on_remove_answered(self, run_id: int, code: int) -> None:
+        if code != QMessageBox.StandardButton.Yes:
+            return
+        try:
+            self.runs.remove(run_id)
+        except DmdeskError as exc:
+            self.show_error("Cannot delete the run", exc.message)
+        self.refresh()
+
+    @Slot(int)
+    def _on_review_requested(self, run_id: int) -> None:
+        dialog = ReviewDialog(self.ctx, run_id, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.finished.connect(self._on_review_finished)
+        dialog.open()
+        self.review_dialog = dialog
+
+    @Slot(int)
+    def _on_review_finished(self, _code: int) -> None:
+        self.review_dialog = None
+        QTimer.singleShot(0, self.refresh)
+
+    @Slot(object)
+    def _on_settings_saved(self, config: DmdeskConfig) -> None:
+        self.ctx.config = config
+        self.refresh()

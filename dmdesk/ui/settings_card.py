@@ -1,0 +1,151 @@
+"""Settings card: the Deep Memory settings, validated and saved through the service layer.
+
+Secrets typed here (OpenAI key, Activeloop token) go to the OS keyring, never to the settings
+file or the database; the fields never show a stored secret back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dmdesk import secrets
+from dmdesk.config import DmdeskConfig
+from dmdesk.domain.errors import DmdeskError
+from dmdesk.services import settings as settings_service
+
+
+class SettingsCard(QGroupBox):
+    settings_saved = Signal(object)  # the new DmdeskConfig
+
+    def __init__(self, config: DmdeskConfig, parent: QWidget | None = None) -> None:
+        super().__init__("Settings", parent)
+        self.setObjectName("settingsCard")
+        self._config = config
+        outer = QVBoxLayout(self)
+        form = QFormLayout()
+        self.store_edit = QLineEdit()
+        self.store_edit.setPlaceholderText("/path/to/dataset or hub://org/dataset")
+        self.backend_combo = QComboBox()
+        self.backend_combo.addItem("DeepLake Cloud (managed)", "deeplake")
+        self.backend_combo.addItem("Local engine (dmdesk)", "local")
+        self.base_url_edit = QLineEdit()
+        self.base_url_edit.setPlaceholderText("https://api.openai.com/v1 (default)")
+        self.model_edit = QLineEdit()
+        self.questions_spin = QSpinBox()
+        self.questions_spin.setRange(1, 20)
+        self.concurrency_spin = QSpinBox()
+        self.concurrency_spin.setRange(1, 256)
+        self.limit_spin = QSpinBox()
+        self.limit_spin.setRange(0, 10_000_000)
+        self.limit_spin.setSpecialValueText("all chunks")
+        self.openai_key_edit = QLineEdit()
+        self.openai_key_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.activeloop_edit = QLineEdit()
+        self.activeloop_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        form.addRow("Vector store", self.store_edit)
+        form.addRow("Deep Memory backend", self.backend_combo)
+        form.addRow("LLM base URL", self.base_url_edit)
+        form.addRow("LLM model", self.model_edit)
+        form.addRow("Questions per chunk", self.questions_spin)
+        form.addRow("Concurrent LLM calls", self.concurrency_spin)
+        form.addRow("Chunk limit", self.limit_spin)
+        form.addRow("OpenAI API key", self.openai_key_edit)
+        form.addRow("Activeloop token", self.activeloop_edit)
+        outer.addLayout(form)
+        self.generator_label = QLabel()
+        self.generator_label.setObjectName("generatorLabel")
+        outer.addWidget(self.generator_label)
+        self.error_label = QLabel()
+        self.error_label.setObjectName("settingsError")
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet("color: #b91c1c;")
+        self.error_label.hide()
+        outer.addWidget(self.error_label)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        self.save_button = QPushButton("Save Settings")
+        self.save_button.setObjectName("saveSettingsButton")
+        self.save_button.clicked.connect(self._on_save_clicked)
+        row.addWidget(self.save_button)
+        outer.addLayout(row)
+        self.load(config)
+
+    def load(self, config: DmdeskConfig) -> None:
+        self._config = config
+        resp = settings_service.get_settings(config)
+        self.store_edit.setText(config.vector_store_path or "")
+        self.backend_combo.setCurrentIndex(self.backend_combo.findData(config.deep_memory_backend))
+        self.base_url_edit.setText(config.llm_base_url or "")
+        self.model_edit.setText(config.llm_model)
+        self.questions_spin.setValue(config.questions_per_chunk)
+        self.concurrency_spin.setValue(config.generation_concurrency)
+        self.limit_spin.setValue(config.chunk_limit or 0)
+        for edit, configured in (
+            (self.openai_key_edit, resp.llm_key_configured),
+            (self.activeloop_edit, resp.activeloop_token_configured),
+        ):
+            edit.clear()
+            edit.setPlaceholderText(
+                "configured (type to replace)" if configured else "not set — stored in the keyring"
+            )
+        where = config.llm_base_url or "api.openai.com"
+        self.generator_label.setText(f"Questions are written by {config.llm_model} at {where}.")
+
+    def changes(self) -> dict[str, Any]:
+        """The values the form asks for (before environment overrides)."""
+        return {
+            "vector_store_path": self.store_edit.text().strip() or None,
+            "deep_memory_backend": self.backend_combo.currentData(),
+            "llm_base_url": self.base_url_edit.text().strip() or None,
+            "llm_model": self.model_edit.text().strip(),
+            "questions_per_chunk": self.questions_spin.value(),
+            "generation_concurrency": self.concurrency_spin.value(),
+            "chunk_limit": self.limit_spin.value() or None,
+        }
+
+    def show_error(self, message: str) -> None:
+        self.error_label.setText(message)
+        self.error_label.setVisible(bool(message))
+
+    @Slot()
+    def _on_save_clicked(self) -> None:
+        self.show_error("")
+        requested = self.changes()
+        try:
+            new = settings_service.update_settings(self._config, requested)
+            for edit, name in (
+                (self.openai_key_edit, secrets.OPENAI_API_KEY),
+                (self.activeloop_edit, secrets.ACTIVELOOP_TOKEN),
+            ):
+                if edit.text():
+                    secrets.set_secret(name, edit.text())
+        except (DmdeskError, secrets.SecretStoreUnavailable) as exc:
+            self.show_error(str(exc))
+            return
+        self.load(new)
+        overridden = [
+            f"{key} (DMDESK_{key.upper()})"
+            for key, value in requested.items()
+            if value is not None and getattr(new, key) != value
+        ]
+        if overridden:
+            self.show_error(
+                "Saved, but the environment overrides: "
+                + ", ".join(overridden)
+                + ". Unset those variables for the saved values to apply."
+            )
+        self.settings_saved.emit(new)

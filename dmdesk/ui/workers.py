@@ -1,0 +1,117 @@
+"""Workers: long work off the GUI thread, reported through one small signal vocabulary.
+
+A `JobWorker` is a QObject moved to a QThread (superqt's pattern). Its `run` first performs the
+request that creates or resumes a run (start generation, proceed, start training), then runs the
+run's job through the service layer, whose plain progress callback it turns into Qt signals,
+throttled to at most ~10 per second so the GUI thread never drowns. Every exception becomes
+`failed(message)`; `finished` is always last. Cancel is cooperative: `cancel()` sets an Event the
+job checks between chunks.
+
+Signals are emitted from the worker thread and delivered queued to slots of GUI-thread QObjects
+(PySide6: a lambda connected to a worker signal would run in the worker's thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from dmdesk.domain.errors import DmdeskError
+from dmdesk.domain.models import ProgressUpdate, RunView
+from dmdesk.services.context import ServiceContext
+from dmdesk.services.runs import TrainingRunService
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.1  # ≤ 10 progress signals a second
+
+
+class JobWorker(QObject):
+    run_started = Signal(object)  # RunView, once the run exists / was resumed
+    progress_changed = Signal(int, int, int, str, str)  # processed, total, pairs, phase, message
+    succeeded = Signal(object)  # final RunView (completed phase, or a failed run)
+    failed = Signal(str)  # the request itself failed (blocked, invalid settings, bug)
+    finished = Signal()
+
+    def __init__(
+        self, ctx: ServiceContext, prepare: Callable[[TrainingRunService], RunView]
+    ) -> None:
+        super().__init__()
+        self._ctx = ctx
+        self._prepare = prepare
+        self._cancel = threading.Event()
+        self._last_emit = 0.0
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _on_progress(self, u: ProgressUpdate) -> None:
+        now = time.monotonic()
+        if now - self._last_emit >= PROGRESS_INTERVAL_S or u.processed >= u.total:
+            self._last_emit = now
+            self.progress_changed.emit(u.processed, u.total, u.pair_count, u.phase, u.message)
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            runs = TrainingRunService(self._ctx)
+            run = self._prepare(runs)
+            self.run_started.emit(run)
+            final = runs.run_job(run.id, self._on_progress, self._cancel)
+            self.succeeded.emit(final)
+        except DmdeskError as exc:
+            self.failed.emit(exc.message)
+        except Exception as exc:
+            log.exception("worker failed")
+            self.failed.emit(f"Unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            self.finished.emit()
+
+
+class TaskWorker(QObject):
+    """A short background call (open a store, read pairs...): `done(result)` or `failed(msg)`."""
+
+    done = Signal(object)
+    failed = Signal(str)
+    finished = Signal()
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__()
+        self._fn = fn
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            self.done.emit(self._fn())
+        except DmdeskError as exc:
+            self.failed.emit(exc.message)
+        except Exception as exc:
+            log.exception("task failed")
+            self.failed.emit(f"Unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            self.finished.emit()
+
+
+def start_in_thread(worker: QObject, parent: QObject) -> QThread:
+    """Move `worker` to a new QThread owned by `parent` and start it; both are deleted when the
+    worker finishes. Returns the thread (wait on `thread.finished` or `isFinished`).
+
+    The caller must keep a Python reference to `worker` until it finishes: a worker has no Qt
+    parent (moveToThread forbids one), so nothing else keeps its wrapper alive."""
+    thread = QThread(parent)
+    worker.moveToThread(thread)
+    thread.started.connect(worker.run)  # type: ignore[attr-defined]
+    worker.finished.connect(thread.quit)  # type: ignore[attr-defined]
+    worker.finished.connect(worker.deleteLater)  # type: ignore[attr-defined]
+    thread.finished.connect(thread.deleteLater)
+    thread.start()
+    return thread

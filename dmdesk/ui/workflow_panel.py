@@ -1,0 +1,199 @@
+"""Training Workflow card: Generate, the active progress indicator, review and train (FR-7.11).
+
+It holds no failed-run controls: Proceed and Delete live in the Training History rows.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dmdesk.domain.models import RunView
+from dmdesk.domain.status import FAILED, RunStatus
+
+PHASE_TEXT = {"generation": "Generating questions", "training": "Training Deep Memory"}
+
+
+def blocked_text(run: RunView) -> str:
+    """FR-7.4: why Generate is disabled, naming the blocking run's status."""
+    if run.status in FAILED:
+        what = "Proceed with it or delete it in Training History below"
+    elif run.status is RunStatus.GENERATED:
+        what = "review its pairs and train it first"
+    elif run.status is RunStatus.GENERATING:
+        what = "wait for its generation to finish"
+    else:
+        what = "wait for its training to finish"
+    return (
+        f"Run #{run.id} is {run.status.value}: a new generation can start only when every run "
+        f"is completed or removed — {what}."
+    )
+
+
+class WorkflowPanel(QGroupBox):
+    generate_requested = Signal()
+    stop_requested = Signal()
+    review_requested = Signal(int)
+    train_requested = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Training Workflow", parent)
+        self.setObjectName("workflowCard")
+        self._run: RunView | None = None
+        layout = QVBoxLayout(self)
+
+        # 1. Generate
+        row = QHBoxLayout()
+        self.generate_button = QPushButton("Generate Training Data")
+        self.generate_button.setObjectName("generateButton")
+        self.generate_button.clicked.connect(self._on_generate_clicked)
+        row.addWidget(self.generate_button)
+        row.addStretch(1)
+        layout.addLayout(row)
+        self.blocked_label = QLabel()
+        self.blocked_label.setObjectName("generateBlockedLabel")
+        self.blocked_label.setWordWrap(True)
+        self.blocked_label.setStyleSheet("color: #92400e;")
+        layout.addWidget(self.blocked_label)
+
+        # the active progress indicator
+        self.progress_box = QWidget()
+        self.progress_box.setObjectName("progressBox")
+        pl = QVBoxLayout(self.progress_box)
+        pl.setContentsMargins(0, 0, 0, 0)
+        self.progress_label = QLabel()
+        self.progress_label.setObjectName("progressLabel")
+        self.progress_label.setWordWrap(True)
+        prow = QHBoxLayout()
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setObjectName("progressBar")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("stopButton")
+        self.stop_button.setToolTip("Stop the run; it can be resumed later with Proceed")
+        self.stop_button.clicked.connect(self._on_stop_clicked)
+        prow.addWidget(self.progress_bar, 1)
+        prow.addWidget(self.stop_button)
+        pl.addWidget(self.progress_label)
+        pl.addLayout(prow)
+        layout.addWidget(self.progress_box)
+        self.progress_box.hide()
+
+        # 2. Review, 3. Train
+        self.review_label = QLabel()
+        self.review_label.setObjectName("reviewLabel")
+        steps = QHBoxLayout()
+        self.review_button = QPushButton("Review Pairs…")
+        self.review_button.setObjectName("reviewButton")
+        self.review_button.clicked.connect(self._on_review_clicked)
+        self.train_button = QPushButton("Train Deep Memory")
+        self.train_button.setObjectName("trainButton")
+        self.train_button.clicked.connect(self._on_train_clicked)
+        steps.addWidget(self.review_button)
+        steps.addWidget(self.train_button)
+        steps.addStretch(1)
+        layout.addWidget(self.review_label)
+        layout.addLayout(steps)
+        self.set_state(None, job_running=False)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def set_state(self, blocking: RunView | None, *, job_running: bool) -> None:
+        """Buttons from the page state: the run that blocks generation (if any), and whether a
+        job runs in this window."""
+        self._run = blocking
+        self.generate_button.setEnabled(blocking is None and not job_running)
+        if blocking is not None:
+            self.blocked_label.setText(blocked_text(blocking))
+            self.blocked_label.show()
+        else:
+            self.blocked_label.clear()
+            self.blocked_label.hide()
+        generated = blocking is not None and blocking.status is RunStatus.GENERATED
+        self.review_button.setEnabled(generated and not job_running)
+        self.train_button.setEnabled(
+            generated and not job_running and blocking is not None and blocking.approved_count > 0
+        )
+        if generated and blocking is not None:
+            self.review_label.setText(
+                f"Run #{blocking.id}: {blocking.pair_count} pairs, "
+                f"{blocking.approved_count} approved. Approve pairs, then train."
+            )
+        else:
+            self.review_label.setText("Review and training follow a finished generation.")
+
+    def job_started(self, phase: str, run_id: int | None = None) -> None:
+        self.progress_box.show()
+        self.progress_bar.setStyleSheet("")
+        self.stop_button.setEnabled(True)
+        self.stop_button.show()
+        self.progress_bar.setRange(0, 0)  # busy until the first report
+        who = f"Run #{run_id}: " if run_id else ""
+        self.progress_label.setText(f"{who}{PHASE_TEXT.get(phase, 'Starting')}…")
+
+    def show_progress(self, processed: int, total: int, phase: str, message: str = "") -> None:
+        self.progress_box.show()
+        self.progress_bar.setRange(0, max(1, total))
+        self.progress_bar.setValue(processed)
+        if phase == "generation":
+            text = f"{PHASE_TEXT[phase]}: {processed}/{total} chunks"
+        else:
+            text = f"{PHASE_TEXT.get(phase, phase)}: {processed * 100 // max(1, total)}%"
+            if message:
+                text += f" — {message}"
+        self.progress_label.setText(text)
+
+    def job_ended(self, final: RunView | None) -> None:
+        self.stop_button.hide()
+        if final is None:
+            self.progress_box.hide()
+            return
+        if final.status in FAILED:
+            # The notification of the failure (Scenario 1/2); its controls are in the History.
+            self.progress_bar.setStyleSheet("QProgressBar::chunk { background: #b91c1c; }")
+            self.progress_label.setText(
+                f"Run #{final.id} failed ({final.status.value}) at "
+                f"{final.processed_chunks}/{final.total_chunks}: {final.error_message} "
+                "Proceed or Delete it in Training History."
+            )
+        elif final.status is RunStatus.GENERATED:
+            self.progress_bar.setRange(0, max(1, final.total_chunks))
+            self.progress_bar.setValue(final.processed_chunks)
+            self.progress_label.setText(
+                f"Run #{final.id}: generated {final.pair_count} pairs from "
+                f"{final.processed_chunks}/{final.total_chunks} chunks. Review them next."
+            )
+        else:
+            if self.progress_bar.maximum() == 0:  # still "busy": no report came
+                self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(self.progress_bar.maximum())
+            self.progress_label.setText(f"Run #{final.id} is {final.status.value}.")
+
+    # -- slots ---------------------------------------------------------------------------------
+
+    @Slot()
+    def _on_generate_clicked(self) -> None:
+        self.generate_requested.emit()
+
+    @Slot()
+    def _on_stop_clicked(self) -> None:
+        self.stop_button.setEnabled(False)
+        self.progress_label.setText(self.progress_label.text() + " — stopping…")
+        self.stop_requested.emit()
+
+    @Slot()
+    def _on_review_clicked(self) -> None:
+        if self._run is not None:
+            self.review_requested.emit(self._run.id)
+
+    @Slot()
+    def _on_train_clicked(self) -> None:
+        if self._run is not None:
+            self.train_requested.emit(self._run.id)

@@ -1,0 +1,55 @@
+"""GUI fixtures: the real main window on a real SQLite database, offscreen."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QMessageBox, QPushButton, QWidget
+
+from dmdesk.services.context import ServiceContext
+from dmdesk.ui.history_model import COL_PROGRESS
+from dmdesk.ui.history_view import HistoryView, ProgressDelegate
+from dmdesk.ui.main_window import MainWindow
+
+
+@pytest.fixture
+def window(qtbot, ctx: ServiceContext) -> Iterator[MainWindow]:
+    w = MainWindow(ctx)
+    w.ask_before_stopping = False
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    if w.page.job_running:
+        w.page.stop_job(wait=True)
+
+
+def click_row(qtbot, view: HistoryView, run_id: int) -> None:
+    index = view.model().row_of(run_id)  # type: ignore[attr-defined]
+    rect = view.visualRect(index)
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+
+
+def click_refresh_icon(qtbot, view: HistoryView, run_id: int) -> None:
+    row = view.model().row_of(run_id).row()  # type: ignore[attr-defined]
+    index = view.model().index(row, COL_PROGRESS)
+    pos: QPoint = ProgressDelegate.icon_rect(view.visualRect(index)).center()
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+
+
+def buttons_of(widget: QWidget) -> dict[str, QPushButton]:
+    return {b.text(): b for b in widget.findChildren(QPushButton) if b.isVisibleTo(widget)}
+
+
+def answer_box(qtbot, parent: QWidget, name: str, button: QMessageBox.StandardButton) -> None:
+    box: QMessageBox | None = None
+
+    def found() -> bool:
+        nonlocal box
+        box = parent.findChild(QMessageBox, name)
+        return box is not None and box.isVisible()
+
+    qtbot.waitUntil(found, timeout=3000)
+    assert box is not None
+    qtbot.mouseClick(box.button(button), Qt.MouseButton.LeftButton)
