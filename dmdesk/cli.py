@@ -284,6 +284,63 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return changes
 
 
+def _parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise InvalidSettings(f"-k takes whole numbers separated by commas, not {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise InvalidSettings("-k takes positive whole numbers, e.g. 1,3,5,10")
+    return ks
+
+
+def _retrieval(cmd: str, args: argparse.Namespace, ctx: Any) -> int:
+    from pathlib import Path
+
+    from dmdesk.services import retrieval
+
+    try:
+        if cmd == "search":
+            hits = retrieval.search(ctx, args.query, args.k, args.deep_memory)
+            if args.json:
+                _print_json([{"id": h.id, "score": h.score, "text": h.text} for h in hits])
+            else:
+                for h in hits:
+                    text = " ".join(h.text.split())
+                    print(f"{h.score:7.4f}  {h.id}  {text[:100]}")
+            return EXIT_OK
+        if cmd == "import":
+            bar = _Bar()
+            result = retrieval.import_corpus(
+                ctx,
+                Path(args.corpus),
+                lambda done, total: bar(
+                    ProgressUpdate(run_id=0, phase="generation", processed=done, total=total)
+                ),
+            )
+            bar.close()
+            print(
+                f"Imported {result['imported']} documents into {ctx.config.vector_store_path}"
+                f" ({result['skipped']} already there)."
+            )
+            return EXIT_OK
+        result = retrieval.evaluate(ctx, Path(args.queries), Path(args.qrels), _parse_ks(args.k))
+        if args.json:
+            _print_json({k: v for k, v in result.items() if k in ("without", "with")})
+        else:
+            for name in ("without", "with"):
+                if name in result:
+                    figures = "  ".join(
+                        f"{k} {v:.3f}" for k, v in result[name].items() if k != "queries"
+                    )
+                    print(f"{name + ' Deep Memory':<22} {figures}")
+            if "with" not in result:
+                print("(no Deep Memory is active for this store: train a run to compare)")
+        return EXIT_OK
+    finally:
+        ctx.dispose()
+
+
 def dispatch(args: argparse.Namespace) -> int:
     from dmdesk import app
     from dmdesk.config import load_config
@@ -312,7 +369,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return run_gui(config)
 
     if cmd in ("search", "import", "evaluate"):
-        raise InvalidSettings(f"`dmdesk {cmd}` is not available in this version yet.")
+        return _retrieval(cmd, args, app.start(config))
 
     if cmd == "_job":
         ctx = app.start(config, recover=False)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dmdesk.domain.errors import InvalidSettings, TrainingError
+from dmdesk.domain.errors import InvalidSettings
 
 if TYPE_CHECKING:
     from dmdesk.config import DmdeskConfig
@@ -45,27 +45,20 @@ class TrainingBackend(Protocol):
     ) -> dict[str, Any]: ...
 
 
-class UnavailableBackend:
-    """Stands in for a backend this build cannot run; fails the run with a clear message."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        self.name = name
-        self._reason = reason
-
-    def train(self, request: TrainingRequest, **_: Any) -> dict[str, Any]:
-        raise TrainingError(self._reason)
-
-
 def make_backend(name: str, config: DmdeskConfig) -> TrainingBackend:
+    from dmdesk import secrets
+    from dmdesk.embeddings import make_embedding
+    from dmdesk.vectorstore.service import open_store
+
+    def embedding() -> Any:
+        return make_embedding(config.embedding, base_url=config.llm_base_url)
+
     if name == "deeplake":
-        return UnavailableBackend(
-            name,
-            "DeepLake Cloud training is not available in this version of dmdesk. Use "
-            "DMDESK_DEEP_MEMORY_BACKEND=local, then Proceed.",
-        )
+        from dmdesk.deepmemory.cloud import DeepLakeCloudBackend
+
+        return DeepLakeCloudBackend(lambda: secrets.get_secret(secrets.ACTIVELOOP_TOKEN), embedding)
     if name == "local":
-        return UnavailableBackend(
-            name,
-            "The local Deep Memory engine is not available in this version of dmdesk.",
-        )
+        from dmdesk.deepmemory.local import LocalEngineBackend
+
+        return LocalEngineBackend(config.data_dir, embedding, open_store)
     raise InvalidSettings(f"Unknown Deep Memory backend {name!r}: use 'deeplake' or 'local'.")

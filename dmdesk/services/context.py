@@ -22,7 +22,7 @@ from dmdesk.db.models import utcnow
 from dmdesk.db.session import make_engine, make_session_factory
 from dmdesk.deepmemory.base import TrainingBackend, make_backend
 from dmdesk.llm.base import QuestionGenerator
-from dmdesk.vectorstore.service import VectorStoreService
+from dmdesk.vectorstore.service import VectorStoreService, open_store
 
 
 def new_owner_token() -> str:
@@ -31,7 +31,7 @@ def new_owner_token() -> str:
 
 
 def default_vector_store_factory(path: str | None) -> VectorStoreService:
-    return VectorStoreService(path, lambda: secrets.get_secret(secrets.ACTIVELOOP_TOKEN))
+    return open_store(path)
 
 
 def default_generator_factory(snapshot: dict[str, Any], config: DmdeskConfig) -> QuestionGenerator:

@@ -1,7 +1,8 @@
 """A small OpenAI-compatible chat server on 127.0.0.1, for tests and benchmarks.
 
-It answers `POST /v1/chat/completions` with `{"questions": [...]}` built from the passage, and
-has knobs for the faults real LLMs show:
+It answers `POST /v1/chat/completions` with `{"questions": [...]}` built from the passage,
+`POST /v1/embeddings` with deterministic hashed bag-of-words vectors, and has knobs for the
+faults real LLMs show:
 
 * `latency_s` — every reply waits this long (a real LLM call is ~0.5 s);
 * `fail_after` — after this many successful completions, calls fail (`fail_times` of them, or
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -55,6 +57,27 @@ class Stats:
     failures: int = 0
     passages: list[str] = field(default_factory=list)
     ok_passages: list[str] = field(default_factory=list)
+    embedding_requests: int = 0
+
+
+EMBED_DIM = 64
+
+
+def _word_vector(word: str) -> list[float]:
+    rnd = random.Random(int(hashlib.md5(word.encode()).hexdigest(), 16))
+    return [rnd.gauss(0.0, 1.0) for _ in range(EMBED_DIM)]
+
+
+def embedding_for(text: str) -> list[float]:
+    """A deterministic bag-of-words embedding: the sum of a fixed Gaussian vector per word,
+    normalised. Texts sharing words are near each other and scores do not tie — enough for
+    retrieval tests without a model."""
+    vec = [0.0] * EMBED_DIM
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        for i, v in enumerate(_word_vector(word)):
+            vec[i] += v
+    norm = sum(v * v for v in vec) ** 0.5 or 1.0
+    return [v / norm for v in vec]
 
 
 def questions_for(passage: str, n: int) -> list[str]:
@@ -218,6 +241,25 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(400, {"error": {"message": f"unknown knob {exc}"}})
                 return
             self._send(200, asdict(self.owner.knobs))
+            return
+        if self.path.rstrip("/").endswith("/embeddings"):
+            items = body.get("input", [])
+            items = [items] if isinstance(items, str) else items
+            with self.owner._lock:
+                self.owner.stats.embedding_requests += 1
+            data = [
+                {"object": "embedding", "index": i, "embedding": embedding_for(str(t))}
+                for i, t in enumerate(items)
+            ]
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": body.get("model"),
+                    "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                },
+            )
             return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, {"error": {"message": "not found"}})

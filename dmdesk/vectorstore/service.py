@@ -20,6 +20,7 @@ from dmdesk.vectorstore._deeplake import import_deeplake
 CLOUD_PREFIX = "hub://"
 TEXT_TENSOR = "text"
 ID_TENSOR = "id"
+EMBEDDING_TENSOR = "embedding"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +141,30 @@ class VectorStoreService:
             texts = self.read_texts(rows)
             yield [Chunk(r, ids[r], t) for r, t in zip(rows, texts, strict=True)]
 
+    def read_embeddings(self, stop: int | None = None, batch_size: int = 20_000) -> Any:
+        """The `embedding` tensor of rows [0, stop) as a float32 matrix, or None when the store
+        has none (or fewer embeddings than texts)."""
+        import numpy as np
+
+        ds = self.open()
+        stop = self.row_count() if stop is None else stop
+        if EMBEDDING_TENSOR not in ds.tensors or len(ds[EMBEDDING_TENSOR]) < stop:
+            return None
+        parts = [
+            np.asarray(ds[EMBEDDING_TENSOR][i : min(stop, i + batch_size)].numpy(), np.float32)
+            for i in range(0, stop, batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
     def close(self) -> None:
         self._ds = None
+
+
+def open_store(path: str | None) -> VectorStoreService:
+    """The store at `path`, with the Activeloop token from the environment or keyring."""
+    from dmdesk import secrets
+
+    return VectorStoreService(path, lambda: secrets.get_secret(secrets.ACTIVELOOP_TOKEN))
 
 
 def _as_str_list(tensor_view: Any) -> list[str]:

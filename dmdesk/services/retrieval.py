@@ -1,0 +1,246 @@
+"""Search, corpus import and BEIR-style evaluation (`dmdesk search | import | evaluate`).
+
+Local stores are searched with numpy over the store's embedding matrix (deeplake 3.9's own local
+search needs `exec_option="python"` and is slower); DeepLake Cloud stores through
+`VectorStore.search(..., deep_memory=...)`. "With Deep Memory" on a local store means the active
+adapter of the local engine for that store (the last completed local run).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmdesk.deepmemory import adapters
+from dmdesk.deepmemory.metrics import retrieval_metrics
+from dmdesk.domain.errors import InvalidSettings, RuleViolation, VectorStoreError
+from dmdesk.embeddings import EmbeddingFunction, make_embedding, normalise
+from dmdesk.services.context import ServiceContext
+from dmdesk.vectorstore._deeplake import import_deeplake
+from dmdesk.vectorstore.service import VectorStoreService
+
+IMPORT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    text: str
+
+
+def _embedding(ctx: ServiceContext) -> EmbeddingFunction:
+    return make_embedding(ctx.config.embedding, base_url=ctx.config.llm_base_url)
+
+
+def _no_adapter(ctx: ServiceContext) -> RuleViolation:
+    return RuleViolation(
+        f"No Deep Memory is active for {ctx.config.vector_store_path}: train a run with the local "
+        "engine first (dmdesk train RUN_ID)."
+    )
+
+
+def _corpus(store: VectorStoreService, embed: EmbeddingFunction) -> tuple[list[str], np.ndarray]:
+    n = store.row_count()
+    ids = store.read_ids(n)
+    emb = store.read_embeddings(n)
+    if emb is None:
+        emb = embed(store.read_texts(list(range(n))))
+    return ids, normalise(emb)
+
+
+def search(ctx: ServiceContext, query: str, k: int = 5, deep_memory: bool = False) -> list[Hit]:
+    if not query.strip():
+        raise InvalidSettings("The search query is empty.")
+    if k < 1:
+        raise InvalidSettings("-k must be at least 1.")
+    embed = _embedding(ctx)
+    store = ctx.vector_store_factory(ctx.config.vector_store_path)
+    if store.is_cloud:
+        return _search_cloud(ctx, store, embed, query, k, deep_memory)
+    q = embed([query])
+    if deep_memory:
+        adapter = adapters.active_adapter(ctx.config.data_dir, ctx.config.vector_store_path)
+        if adapter is None:
+            raise _no_adapter(ctx)
+        q = adapter.apply(q)
+    ids, corpus = _corpus(store, embed)
+    if q.shape[1] != corpus.shape[1]:
+        raise InvalidSettings(
+            f"The store's embeddings are {corpus.shape[1]}-d but DMDESK_EMBEDDING="
+            f"{ctx.config.embedding} gives {q.shape[1]}-d."
+        )
+    scores = corpus @ q[0]
+    top = np.argsort(-scores)[:k]
+    texts = store.read_texts(sorted(top.tolist()))
+    text_of = dict(zip(sorted(top.tolist()), texts, strict=True))
+    return [Hit(ids[i], float(scores[i]), text_of[i]) for i in top.tolist()]
+
+
+def _search_cloud(
+    ctx: ServiceContext,
+    store: VectorStoreService,
+    embed: EmbeddingFunction,
+    query: str,
+    k: int,
+    deep_memory: bool,
+) -> list[Hit]:
+    from dmdesk import secrets
+    from dmdesk.deepmemory.cloud import open_cloud_store
+
+    token = secrets.get_secret(secrets.ACTIVELOOP_TOKEN)
+    if not token:
+        raise VectorStoreError("A DeepLake Cloud store needs ACTIVELOOP_TOKEN.")
+    vs = open_cloud_store(store.path or "", token, embed)
+    result = vs.search(embedding_data=query, embedding_function=embed, k=k, deep_memory=deep_memory)
+    return [
+        Hit(str(i), float(s), str(t))
+        for i, s, t in zip(result["id"], result["score"], result["text"], strict=False)
+    ]
+
+
+# -- import ------------------------------------------------------------------------------------
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    raise InvalidSettings(f"{path}:{n} is not a JSON line.") from None
+                if not isinstance(obj, dict):
+                    raise InvalidSettings(f"{path}:{n} is not a JSON object.")
+                yield n, obj
+    except FileNotFoundError:
+        raise InvalidSettings(f"{path} does not exist.") from None
+    except UnicodeDecodeError:
+        raise InvalidSettings(f"{path} is not UTF-8 text.") from None
+
+
+def import_corpus(
+    ctx: ServiceContext, corpus_path: Path, progress: Callable[[int, int], None] | None = None
+) -> dict[str, int]:
+    """Append BEIR corpus lines {"_id", "title", "text"} to the configured local store (created
+    if missing), embedded in batches. Ids already in the store are skipped."""
+    path = ctx.config.vector_store_path
+    if not path:
+        raise InvalidSettings("Set DMDESK_VECTOR_STORE_PATH to the local store to import into.")
+    if VectorStoreService._is_cloud(path):
+        raise InvalidSettings("dmdesk import writes to local stores only, not hub:// stores.")
+    docs: list[tuple[str, str, dict[str, Any]]] = []
+    for n, obj in read_jsonl(Path(corpus_path)):
+        if "_id" not in obj or not isinstance(obj.get("text"), str):
+            raise InvalidSettings(f'{corpus_path}:{n} needs "_id" and "text".')
+        title = obj.get("title") or ""
+        text = f"{title}\n{obj['text']}" if title else obj["text"]
+        docs.append((str(obj["_id"]), text, {"title": title, "source": "beir"}))
+    deeplake = import_deeplake()
+    embed = _embedding(ctx)
+    store_dir = Path(path)
+    if store_dir.exists():
+        try:
+            ds = deeplake.load(str(store_dir), verbose=False)
+        except Exception as exc:
+            raise VectorStoreError(f"Cannot open {store_dir} for writing: {exc}") from None
+        if ds.read_only:
+            raise VectorStoreError(f"{store_dir} is opened read-only (another process holds it).")
+        existing = set(VectorStoreService(str(store_dir)).read_ids(len(ds["text"])))
+    else:
+        ds = deeplake.empty(str(store_dir), verbose=False)
+        with ds:
+            ds.create_tensor(
+                "text", htype="text", create_shape_tensor=False, create_id_tensor=False
+            )
+            ds.create_tensor("id", htype="text", create_shape_tensor=False, create_id_tensor=False)
+            ds.create_tensor("metadata", htype="json", create_shape_tensor=False)
+            ds.create_tensor("embedding", htype="embedding", dtype="float32")
+        existing = set()
+    todo = [d for d in docs if d[0] not in existing]
+    done = 0
+    with ds:
+        for start in range(0, len(todo), IMPORT_BATCH):
+            batch = todo[start : start + IMPORT_BATCH]
+            vectors = embed([t for _, t, _ in batch])
+            ds.extend(
+                {
+                    "id": [i for i, _, _ in batch],
+                    "text": [t for _, t, _ in batch],
+                    "metadata": [m for _, _, m in batch],
+                    "embedding": vectors,
+                }
+            )
+            done += len(batch)
+            if progress:
+                progress(done, len(todo))
+    return {"imported": done, "skipped": len(docs) - len(todo)}
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, float]]:
+    qrels: dict[str, dict[str, float]] = {}
+    try:
+        with Path(path).open(encoding="utf-8", newline="") as f:
+            for n, row in enumerate(csv.reader(f, delimiter="\t"), 1):
+                if not row or (n == 1 and row[0].lower() in ("query-id", "query_id", "qid")):
+                    continue
+                if len(row) < 2:
+                    raise InvalidSettings(f"{path}:{n} needs query-id, corpus-id[, score].")
+                score = float(row[2]) if len(row) > 2 and row[2].strip() else 1.0
+                if score > 0:
+                    qrels.setdefault(row[0], {})[row[1]] = score
+    except FileNotFoundError:
+        raise InvalidSettings(f"{path} does not exist.") from None
+    except ValueError:
+        raise InvalidSettings(f"{path}: a score is not a number.") from None
+    return qrels
+
+
+def evaluate(
+    ctx: ServiceContext, queries_path: Path, qrels_path: Path, ks: Sequence[int]
+) -> dict[str, Any]:
+    """recall@k and MRR of the store for labelled queries, without and (when an adapter is
+    active for this store) with Deep Memory."""
+    if not ks or any(k < 1 for k in ks):
+        raise InvalidSettings("-k takes positive whole numbers, e.g. 1,3,5,10.")
+    qrels = read_qrels(qrels_path)
+    queries = {
+        str(o["_id"]): str(o.get("text", ""))
+        for _, o in read_jsonl(Path(queries_path))
+        if "_id" in o
+    }
+    embed = _embedding(ctx)
+    store = ctx.vector_store_factory(ctx.config.vector_store_path)
+    if store.is_cloud:
+        raise InvalidSettings(
+            "dmdesk evaluate works on local stores; use DeepLake's evaluate for hub:// stores."
+        )
+    ids, corpus = _corpus(store, embed)
+    row_of = {cid: i for i, cid in enumerate(ids)}
+    kept = [
+        (qid, text, [row_of[c] for c in qrels[qid] if c in row_of])
+        for qid, text in queries.items()
+        if qid in qrels
+    ]
+    kept = [k for k in kept if k[2] and k[1].strip()]
+    if not kept:
+        raise InvalidSettings("No query has a relevant document in the store.")
+    q = embed([t for _, t, _ in kept])
+    relevant = [r for _, _, r in kept]
+    result: dict[str, Any] = {"without": retrieval_metrics(q, corpus, relevant, ks)}
+    adapter = adapters.active_adapter(ctx.config.data_dir, ctx.config.vector_store_path)
+    if adapter is not None:
+        result["with"] = retrieval_metrics(adapter.apply(q), corpus, relevant, ks)
+    result["skipped_queries"] = len(queries) - len(kept)
+    return result

@@ -1,0 +1,135 @@
+"""`dmdesk import` then `dmdesk evaluate` on a small BEIR-style folder: the recall figures equal a
+direct numpy computation over the same embeddings (the test server's hashed embeddings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dmdesk.testing.llm_server import FakeLLMServer, embedding_for
+
+WORDS = [f"w{i}" for i in range(400)]
+
+
+def beir_folder(root: Path, n_docs: int = 60, n_queries: int = 25) -> dict:
+    rng = np.random.default_rng(3)
+    docs = {}
+    for i in range(n_docs):
+        words = rng.choice(WORDS, size=12)
+        docs[f"d{i}"] = {"_id": f"d{i}", "title": f"Doc {i}", "text": " ".join(words)}
+    queries, qrels = {}, []
+    for j in range(n_queries):
+        target = [f"d{int(x)}" for x in rng.choice(n_docs, size=rng.integers(1, 3), replace=False)]
+        words = docs[target[0]]["text"].split()[:4] + list(rng.choice(WORDS, size=3))
+        queries[f"q{j}"] = {"_id": f"q{j}", "text": " ".join(words)}
+        qrels += [(f"q{j}", t, 1) for t in target]
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs.values()))
+    (root / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries.values()))
+    (root / "qrels.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "\n".join(f"{a}\t{b}\t{c}" for a, b, c in qrels)
+    )
+    return {"docs": docs, "queries": queries, "qrels": qrels}
+
+
+def numpy_recall(data: dict, ks: list[int]) -> dict[str, float]:
+    ids = list(data["docs"])
+    corpus = np.array([embedding_for(f"{d['title']}\n{d['text']}") for d in data["docs"].values()])
+    rel: dict[str, set[int]] = {}
+    for q, d, _ in data["qrels"]:
+        rel.setdefault(q, set()).add(ids.index(d))
+    out = {}
+    scores = {q: corpus @ np.array(embedding_for(data["queries"][q]["text"])) for q in rel}
+    for q, r in rel.items():  # a tie would make any ranking convention arbitrary
+        for x in r:
+            assert np.sum(scores[q] == scores[q][x]) == 1, f"tie for {q}"
+    order = {q: np.argsort(-s) for q, s in scores.items()}
+    for k in ks:
+        out[f"recall@{k}"] = float(
+            np.mean([len(set(order[q][:k]) & r) / len(r) for q, r in rel.items()])
+        )
+    out["mrr"] = float(
+        np.mean(
+            [1 / (1 + min(int(np.where(order[q] == x)[0][0]) for x in r)) for q, r in rel.items()]
+        )
+    )
+    return out
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path, llm_server: FakeLLMServer):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMDESK_")}
+    env.update(
+        DMDESK_DATA_DIR=str(tmp_path / "data"),
+        DMDESK_CONFIG_FILE=str(tmp_path / "config.toml"),
+        DMDESK_VECTOR_STORE_PATH=str(tmp_path / "imported-store"),
+        DMDESK_DEEP_MEMORY_BACKEND="local",
+        DMDESK_LLM_BASE_URL=llm_server.base_url,
+        DMDESK_EMBEDDING="openai:test-embedding",
+        HOME=str(tmp_path),
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dmdesk", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+
+    return run
+
+
+def test_import_then_evaluate_equals_a_direct_numpy_computation(tmp_path, run_cli) -> None:
+    data = beir_folder(tmp_path)
+    imported = run_cli("import", str(tmp_path / "corpus.jsonl"))
+    assert imported.returncode == 0, imported.stderr
+    assert "Imported 60 documents" in imported.stdout
+    again = run_cli("import", str(tmp_path / "corpus.jsonl"))
+    assert "Imported 0 documents" in again.stdout and "60 already there" in again.stdout
+
+    out = run_cli(
+        "evaluate",
+        str(tmp_path / "queries.jsonl"),
+        str(tmp_path / "qrels.tsv"),
+        "-k",
+        "1,3,5,10",
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert "with" not in result  # no Deep Memory trained yet
+    want = numpy_recall(data, [1, 3, 5, 10])
+    for key, value in want.items():
+        assert result["without"][key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_search_json_contract(tmp_path, run_cli) -> None:
+    data = beir_folder(tmp_path)
+    assert run_cli("import", str(tmp_path / "corpus.jsonl")).returncode == 0
+    doc = data["docs"]["d7"]
+    hits = json.loads(
+        run_cli("search", f"{doc['title']}\n{doc['text']}", "-k", "4", "--json").stdout
+    )
+    assert [set(h) for h in hits] == [{"id", "score", "text"}] * 4
+    assert hits[0]["id"] == "d7" and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (("import", "/nonexistent.jsonl"), 2, "does not exist"),
+        (("evaluate", "/nope.jsonl", "/nope.tsv"), 2, "does not exist"),
+        (("evaluate", "q.jsonl", "r.tsv", "-k", "a,b"), 2, "whole numbers"),
+    ],
+)
+def test_bad_retrieval_input_gets_a_message_and_exit_code(run_cli, args, code, text) -> None:
+    out = run_cli(*args)
+    assert out.returncode == code and text in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,144 @@
+"""The local Deep Memory engine through the services: a real store with embeddings, the real
+engine, a real adapter file; Proceed after a crash mid-training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dmdesk.deepmemory import adapters
+from dmdesk.deepmemory.local import LocalEngineBackend, LocalEngineParams
+from dmdesk.domain.errors import RuleViolation
+from dmdesk.domain.status import RunStatus
+from dmdesk.services import retrieval
+from dmdesk.services.context import ServiceContext
+from dmdesk.services.runs import TrainingRunService
+from dmdesk.vectorstore.service import create_local_store, open_store
+from tests.helpers import insert_pairs, insert_run
+from tests.unit.deepmemory.test_local_engine import rotated_problem
+
+N = 400
+
+
+class RotatedQuestions:
+    """Embeds 'question about chunk-00042' as R·c₄₂ (+noise): the rotated problem, as text."""
+
+    name = "test-rotated"
+
+    def __init__(self, corpus: np.ndarray, rotation: np.ndarray, crash_first: bool = False):
+        self.corpus, self.rotation = corpus, rotation
+        self.crash_first = crash_first
+        self.calls = 0
+
+    def __call__(self, texts):
+        self.calls += 1
+        if self.crash_first and self.calls == 1:
+            raise RuntimeError("embedding server went away")
+        rows = [int(t.rsplit("-", 1)[1].rstrip("?")) for t in texts]
+        rng = np.random.default_rng(len(texts))
+        v = self.corpus[rows] @ self.rotation.T + 0.05 * rng.normal(size=(len(rows), 32))
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def rotated_store(tmp_path: Path):
+    corpus, _, _, rotation = rotated_problem(n_corpus=N, n_pairs=10)
+    path = tmp_path / "rotstore"
+    ids = [f"chunk-{i:05d}" for i in range(N)]
+    create_local_store(path, ids, [f"text {i}" for i in range(N)], embeddings=corpus)
+    return path, corpus, rotation
+
+
+def generated_run_with_pairs(ctx: ServiceContext, n_pairs: int = 300) -> int:
+    run_id = insert_run(ctx, "generated", total=N)
+    rng = np.random.default_rng(7)
+    chunks = [f"chunk-{i:05d}" for i in rng.choice(N, size=n_pairs, replace=False)]
+    insert_pairs(ctx, run_id, chunks, approved=True)
+    return run_id
+
+
+def use_engine(ctx: ServiceContext, embed: RotatedQuestions) -> None:
+    ctx.backend_factory = lambda name, cfg: LocalEngineBackend(
+        cfg.data_dir, lambda: embed, open_store, LocalEngineParams(max_epochs=60)
+    )
+
+
+def test_local_engine_completes_with_metrics_and_an_active_adapter(
+    make_ctx: Callable[..., ServiceContext], rotated_store
+) -> None:
+    path, corpus, rotation = rotated_store
+    ctx = make_ctx(vector_store_path=path)
+    use_engine(ctx, RotatedQuestions(corpus, rotation))
+    runs = TrainingRunService(ctx)
+    run_id = generated_run_with_pairs(ctx)
+    runs.start_training(run_id)
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.COMPLETED, run.error_message
+    m = run.metrics
+    assert m["backend"] == "local" and m["evaluated_on"] == "held-out pairs"
+    assert (m["train_pairs"], m["heldout_pairs"]) == (240, 60)
+    assert m["before"]["recall@1"] < 0.2 and m["after"]["recall@1"] >= 0.9
+    adapter = adapters.active_adapter(ctx.config.data_dir, str(path))
+    assert adapter is not None and adapter.run_id == run_id
+
+
+def test_a_crash_mid_training_fails_the_run_and_proceed_completes(
+    make_ctx: Callable[..., ServiceContext], rotated_store
+) -> None:
+    path, corpus, rotation = rotated_store
+    ctx = make_ctx(vector_store_path=path)
+    embed = RotatedQuestions(corpus, rotation, crash_first=True)
+    use_engine(ctx, embed)
+    runs = TrainingRunService(ctx)
+    run_id = generated_run_with_pairs(ctx, 50)
+    runs.start_training(run_id)
+    failed = runs.run_job(run_id)
+    assert failed.status is RunStatus.TRAINING_FAILED
+    assert "embedding server went away" in failed.error_message
+    assert adapters.active_adapter(ctx.config.data_dir, str(path)) is None
+    runs.proceed(run_id)
+    done = runs.run_job(run_id)
+    assert done.status is RunStatus.COMPLETED
+    assert done.metrics["train_pairs"] == 40
+
+
+def test_search_applies_the_active_adapter(
+    make_ctx: Callable[..., ServiceContext], rotated_store, monkeypatch
+) -> None:
+    path, corpus, rotation = rotated_store
+    ctx = make_ctx(vector_store_path=path)
+    embed = RotatedQuestions(corpus, rotation)
+    monkeypatch.setattr(retrieval, "_embedding", lambda _ctx: embed)
+    with pytest.raises(RuleViolation, match="No Deep Memory is active"):
+        retrieval.search(ctx, "question about chunk-00123?", 3, deep_memory=True)
+    use_engine(ctx, embed)
+    runs = TrainingRunService(ctx)
+    run_id = generated_run_with_pairs(ctx)
+    runs.start_training(run_id)
+    assert runs.run_job(run_id).status is RunStatus.COMPLETED
+    hits = retrieval.search(ctx, "question about chunk-00123?", 3, deep_memory=True)
+    assert hits[0].id == "chunk-00123" and hits[0].text == "text 123"
+    assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
+
+
+def test_a_store_with_other_dimensions_fails_with_a_clear_message(
+    make_ctx: Callable[..., ServiceContext], rotated_store
+) -> None:
+    path, _corpus, _rotation = rotated_store
+    ctx = make_ctx(vector_store_path=path)
+
+    def wrong_dim(texts):
+        return np.ones((len(texts), 8), dtype=np.float32)
+
+    ctx.backend_factory = lambda name, cfg: LocalEngineBackend(
+        cfg.data_dir, lambda: wrong_dim, open_store
+    )
+    runs = TrainingRunService(ctx)
+    run_id = generated_run_with_pairs(ctx, 20)
+    runs.start_training(run_id)
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.TRAINING_FAILED
+    assert "32-d" in run.error_message and "8-d" in run.error_message
