@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from PySide6.QtCore import QEventLoop, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QEventLoop, QModelIndex, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
@@ -28,6 +28,7 @@ from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.ui.history_model import RunHistoryModel
 from dmdesk.ui.history_view import HistoryView
+from dmdesk.ui.metrics_chart import RunDetails
 from dmdesk.ui.resources import icon
 from dmdesk.ui.review_dialog import ReviewDialog
 from dmdesk.ui.settings_card import SettingsCard
@@ -88,7 +89,10 @@ class DeepMemoryPage(QWidget):
         self.history = HistoryView(self.history_model)
         history_card = QGroupBox("Training History")
         history_card.setObjectName("historyCard")
-        QVBoxLayout(history_card).addWidget(self.history)
+        self.details = RunDetails()
+        hc = QVBoxLayout(history_card)
+        hc.addWidget(self.history)
+        hc.addWidget(self.details)
         cl.addWidget(self.workflow)
         cl.addWidget(history_card, 1)
         cl.addWidget(self.settings_card)
@@ -109,6 +113,8 @@ class DeepMemoryPage(QWidget):
         self.history.refresh_requested.connect(self._on_refresh_requested)
         self.history.proceed_requested.connect(self._on_proceed_requested)
         self.history.remove_requested.connect(self._on_remove_requested)
+        self.history.selectionModel().currentRowChanged.connect(self._on_history_current_changed)
+        self.history_model.modelReset.connect(self._on_history_reset)
         self.refresh()
 
     # -- state ---------------------------------------------------------------------------------
@@ -224,6 +230,14 @@ class DeepMemoryPage(QWidget):
             # Show the failed row open, with Proceed and Delete (Scenario 1/2 notification).
             self.history.toggle(final.id)
         self.job_finished.emit(final)
+
+    @Slot(QModelIndex, QModelIndex)
+    def _on_history_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        self.details.show_run(self.history_model.run_at(current))
+
+    @Slot()
+    def _on_history_reset(self) -> None:
+        self.details.show_run(None)
 
     # -- requests ------------------------------------------------------------------------------
 

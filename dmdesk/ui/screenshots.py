@@ -60,6 +60,7 @@ def main(out: str = "docs") -> int:
         DMDESK_LLM_MODEL="gpt-4o-mini",
         DMDESK_LLM_MAX_RETRIES="0",
         DMDESK_GENERATION_CONCURRENCY="4",
+        DMDESK_EMBEDDING="openai:text-embedding-3-small",
     )
     try:
         os.environ["DMDESK_DEEP_MEMORY_BACKEND"] = "deeplake"
@@ -92,11 +93,34 @@ def main(out: str = "docs") -> int:
             page.history.toggle(page.history_model.runs()[0].id)
         app.processEvents()
         w.grab().save(str(out_dir / "failed-row-expanded.png"))
+
+        # Proceed, approve, train (local engine), then select the completed run.
+        from dmdesk.services.runs import TrainingRunService
+
+        server.configure(fail_after=None, latency_s=0.0)
+        run_id = page.history_model.runs()[0].id
+        page.history.toggle(run_id)
+        app.processEvents()
+        page.history.actions_widget(run_id).proceed_button.click()
+        wait_until(app, lambda: not page.job_running)
+        TrainingRunService(ctx).approve_all(run_id)
+        page.refresh()
+        page.workflow.train_button.click()
+        wait_until(app, lambda: not page.job_running)
+        page.history.setCurrentIndex(page.history_model.row_of(run_id))
+        app.processEvents()
+        w.grab().save(str(out_dir / "completed-run-metrics.png"))
         w.close()
         ctx.dispose()
     finally:
         server.stop()
-    for name in ("gate-warning", "idle", "generating", "failed-row-expanded"):
+    for name in (
+        "gate-warning",
+        "idle",
+        "generating",
+        "failed-row-expanded",
+        "completed-run-metrics",
+    ):
         print(out_dir / f"{name}.png")
     return 0
 

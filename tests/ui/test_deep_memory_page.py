@@ -342,3 +342,42 @@ def test_history_model_passes_qtmodeltester(qtmodeltester, window: MainWindow, c
     insert_run(ctx, "generating_failed")
     window.page.refresh()
     qtmodeltester.check(window.page.history_model, force_py=True)
+
+
+def test_a_completed_run_shows_recall_before_and_after_as_chart_and_numbers(
+    qtbot, window: MainWindow, ctx
+) -> None:
+    from sqlalchemy import update
+
+    from dmdesk.db.models import TrainingRun
+
+    run_id = insert_run(ctx, "completed")
+    metrics = {
+        "before": {
+            "recall@1": 0.2,
+            "recall@3": 0.3,
+            "recall@5": 0.35,
+            "recall@10": 0.4,
+            "mrr": 0.25,
+        },
+        "after": {
+            "recall@1": 0.5,
+            "recall@3": 0.6,
+            "recall@5": 0.65,
+            "recall@10": 0.7,
+            "mrr": 0.55,
+        },
+        "heldout_pairs": 40,
+        "evaluated_on": "held-out pairs",
+    }
+    with ctx.engine.begin() as c:
+        c.execute(update(TrainingRun).values(metrics=metrics))
+    window.page.refresh()
+    details = window.page.details
+    assert not details.isVisible()
+    click_row(qtbot, window.page.history, run_id)
+    assert details.isVisible()
+    assert details.chart.values[3] == ("recall@10", 0.4, 0.7)
+    assert "recall@10 0.400 → 0.700" in details.numbers.text()
+    assert "40 held-out pairs" in details.title.text()
+    assert window.page.history.expanded_run_id() is None  # completed rows still do not expand
