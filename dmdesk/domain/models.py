@@ -80,3 +80,4 @@ class DeepMemorySettingsResponse(BaseModel):
     is_cloud: bool
     available: bool
     unavailable_reason: str | None = None
+    generator: str = ""

@@ -35,8 +35,15 @@ def default_vector_store_factory(path: str | None) -> VectorStoreService:
 
 
 def default_generator_factory(snapshot: dict[str, Any], config: DmdeskConfig) -> QuestionGenerator:
+    """The OpenAI-compatible generator when a key or a base URL is configured; else the local
+    model (offline)."""
     from dmdesk.llm.openai_generator import OpenAIGenerator
 
+    base_url = snapshot.get("llm_base_url", config.llm_base_url)
+    if not base_url and not secrets.get_secret(secrets.OPENAI_API_KEY):
+        from dmdesk.llm.local_generator import LocalGenerator
+
+        return LocalGenerator()
     return OpenAIGenerator(
         model=snapshot.get("llm_model") or config.llm_model,
         base_url=snapshot.get("llm_base_url", config.llm_base_url),

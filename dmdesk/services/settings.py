@@ -39,6 +39,18 @@ def availability(config: DmdeskConfig) -> tuple[bool, bool, str | None]:
     return False, False, GATE_MESSAGE.format(what=what)
 
 
+def generator_description(config: DmdeskConfig) -> str:
+    """Which LLM writes the questions: the configured OpenAI-compatible one, else the local
+    model."""
+    if config.llm_base_url or secrets.get_secret(secrets.OPENAI_API_KEY):
+        return f"{config.llm_model} at {config.llm_base_url or 'api.openai.com'}"
+    from dmdesk.llm import local_generator
+
+    if local_generator.available():
+        return local_generator.MODEL_LABEL
+    return "none: set OPENAI_API_KEY or DMDESK_LLM_BASE_URL (the local model is not installed)"
+
+
 def get_settings(config: DmdeskConfig) -> DeepMemorySettingsResponse:
     is_cloud, available, reason = availability(config)
     return DeepMemorySettingsResponse(
@@ -56,6 +68,7 @@ def get_settings(config: DmdeskConfig) -> DeepMemorySettingsResponse:
         is_cloud=is_cloud,
         available=available,
         unavailable_reason=reason,
+        generator=generator_description(config),
     )
 
 

@@ -56,7 +56,51 @@ def _display_problem() -> str | None:
     return None
 
 
-def run_gui(config: DmdeskConfig, *, smoke: bool = False) -> int:
+def build_demo_with_dialog(config: DmdeskConfig) -> DmdeskConfig | None:
+    """Build the demo store (first start only) in a worker, with a progress dialog."""
+    from PySide6.QtCore import QEventLoop, QObject, Signal, Slot
+    from PySide6.QtWidgets import QProgressDialog
+
+    from dmdesk.demo import demo_store_path, ensure_demo
+    from dmdesk.ui.workers import TaskWorker, start_in_thread
+
+    if (demo_store_path(config) / "dataset_meta.json").is_file():
+        return ensure_demo(config)
+
+    class Relay(QObject):
+        progressed = Signal(int, int, str)
+
+    dialog = QProgressDialog("Preparing the demo knowledge base…", "", 0, 0)
+    dialog.setWindowTitle("dmdesk demo")
+    dialog.setCancelButton(None)
+    dialog.setMinimumDuration(0)
+    relay = Relay()
+
+    @Slot(int, int, str)
+    def on_progress(done: int, total: int, message: str) -> None:
+        dialog.setMaximum(total)
+        dialog.setValue(done)
+        dialog.setLabelText(f"{message}… {done}/{total}")
+
+    relay.progressed.connect(dialog, on_progress)  # runs in the GUI thread (dialog's)
+    worker = TaskWorker(lambda: ensure_demo(config, relay.progressed.emit))
+    result: dict = {}
+    worker.done.connect(dialog, lambda cfg: result.update(config=cfg))
+    worker.failed.connect(dialog, lambda msg: result.update(error=msg))
+    loop = QEventLoop()
+    worker.finished.connect(dialog, loop.quit)
+    dialog.show()
+    thread = start_in_thread(worker, dialog)
+    loop.exec()
+    thread.wait()
+    dialog.close()
+    if "error" in result:
+        QMessageBox.critical(None, "The demo could not be prepared", result["error"])
+        return None
+    return result["config"]
+
+
+def run_gui(config: DmdeskConfig, *, smoke: bool = False, demo: bool = False) -> int:
     from dmdesk import app as app_start
 
     problem = _display_problem()
@@ -65,6 +109,11 @@ def run_gui(config: DmdeskConfig, *, smoke: bool = False) -> int:
         return EXIT_USAGE
     qapp = QApplication.instance() or QApplication(sys.argv[:1])
     qapp.setApplicationName("dmdesk")
+    if demo:
+        demo_config = build_demo_with_dialog(config)
+        if demo_config is None:
+            return 1
+        config = demo_config
     try:
         ctx = app_start.start(config)
     except DmdeskError as exc:
@@ -72,10 +121,14 @@ def run_gui(config: DmdeskConfig, *, smoke: bool = False) -> int:
         return exc.exit_code
     window = MainWindow(ctx)
     window.show()
-    if smoke:
+    if smoke:  # for CI and bundle checks: prove the window comes up, then leave
         from PySide6.QtCore import QTimer
 
-        QTimer.singleShot(200, qapp.quit)
+        def shown() -> None:
+            print(f"dmdesk: window shown ({window.windowTitle()})", flush=True)
+            qapp.quit()
+
+        QTimer.singleShot(300, shown)
     try:
         return qapp.exec()
     finally:

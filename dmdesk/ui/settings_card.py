@@ -102,8 +102,7 @@ class SettingsCard(QGroupBox):
             edit.setPlaceholderText(
                 "configured (type to replace)" if configured else "not set — stored in the keyring"
             )
-        where = config.llm_base_url or "api.openai.com"
-        self.generator_label.setText(f"Questions are written by {config.llm_model} at {where}.")
+        self.generator_label.setText(f"Questions are written by {resp.generator}.")
 
     def changes(self) -> dict[str, Any]:
         """The values the form asks for (before environment overrides)."""

@@ -1,0 +1,108 @@
+"""The offline demo knowledge base: Python's own reference topics (`pydoc_data.topics`, shipped
+with every CPython), chunked and embedded locally, plus the settings that make the whole
+workflow run with no key and no network (local embeddings, local LLM, local Deep Memory engine).
+
+Chunks are paragraphs of a topic merged up to ~1,000 characters; ids are stable
+(`pydoc:<topic>:<n>`), so rebuilding gives the same store. The store is built once, into a
+temporary folder renamed into place, so an interrupted build never leaves half a store.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dmdesk.config import DmdeskConfig, load_config
+from dmdesk.services import settings as settings_service
+
+TARGET_CHARS = 1000
+MIN_CHARS = 200
+DEMO_CHUNK_LIMIT = 40  # the local LLM writes ~1 question/s: a demo generation takes about a minute
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+def demo_store_path(config: DmdeskConfig) -> Path:
+    return Path(config.data_dir) / "demo-store"
+
+
+def demo_settings(config: DmdeskConfig) -> dict[str, Any]:
+    return {
+        "vector_store_path": str(demo_store_path(config)),
+        "deep_memory_backend": "local",
+        "embedding": "local",
+        "chunk_limit": DEMO_CHUNK_LIMIT,
+        "questions_per_chunk": 1,
+        "generation_concurrency": 2,
+    }
+
+
+def merge_paragraphs(text: str) -> list[str]:
+    """Paragraphs merged up to ~TARGET_CHARS; short leftovers are dropped unless alone."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    groups: list[list[str]] = [[]]
+    size = 0
+    for p in paragraphs:
+        if size and size + len(p) > TARGET_CHARS:
+            groups.append([])
+            size = 0
+        groups[-1].append(p)
+        size += len(p)
+    texts = ["\n\n".join(g) for g in groups if g]
+    return [t for i, t in enumerate(texts) if len(t) >= MIN_CHARS or i == 0]
+
+
+def demo_chunks() -> list[tuple[str, str, dict[str, Any]]]:
+    import pydoc_data.topics as topics
+
+    return [
+        (f"pydoc:{name}:{n}", text, {"topic": name, "part": n})
+        for name in sorted(topics.topics)
+        for n, text in enumerate(merge_paragraphs(topics.topics[name]))
+    ]
+
+
+def build_demo_store(path: Path, progress: ProgressFn | None = None) -> int:
+    """Embed the demo chunks with the local model and write the store. Returns the chunk count."""
+    import numpy as np
+
+    from dmdesk.embeddings import LocalEmbedding
+    from dmdesk.vectorstore.service import create_local_store
+
+    chunks = demo_chunks()
+    report = progress or (lambda *_: None)
+    report(0, len(chunks), "Loading the local embedding model")
+    embed = LocalEmbedding()
+    vectors = []
+    batch = 64
+    for start in range(0, len(chunks), batch):
+        vectors.append(embed([t for _, t, _ in chunks[start : start + batch]]))
+        report(min(len(chunks), start + batch), len(chunks), "Embedding Python's reference topics")
+    tmp = path.with_name(path.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    create_local_store(
+        tmp,
+        [i for i, _, _ in chunks],
+        [t for _, t, _ in chunks],
+        np.concatenate(vectors),
+        [m for _, _, m in chunks],
+    )
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    return len(chunks)
+
+
+def ensure_demo(config: DmdeskConfig, progress: ProgressFn | None = None) -> DmdeskConfig:
+    """Build the demo store once; make it the configured store unless another store is already
+    configured (then the demo settings apply to this process only). Returns the configuration
+    to use."""
+    path = demo_store_path(config)
+    if not (path / "dataset_meta.json").is_file():
+        build_demo_store(path, progress)
+    wanted = demo_settings(config)
+    if config.vector_store_path in (None, str(path)):
+        return settings_service.update_settings(config, wanted)
+    return load_config(**wanted)

