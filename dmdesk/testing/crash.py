@@ -1,0 +1,117 @@
+"""Kill -9 at a random moment, restart, recover, and check that nothing was lost or duplicated.
+
+Used by the test suite (a few kills) and by `bench/kill_test.py` (20 kills, for the README).
+One round: `dmdesk generate --wait` runs against the test LLM server; after a random delay it is
+killed with SIGKILL; once its heartbeat is stale a new dmdesk process sees the run
+`generating_failed`; `dmdesk proceed --wait` finishes it; then every chunk must have its pairs
+exactly once and the run's counters must equal the table's truth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+STALE_AFTER_S = 3.0
+
+
+@dataclass
+class RoundResult:
+    delay_s: float
+    status_after_kill: str  # the status a restarted dmdesk saw ("none": killed before the insert)
+    final_status: str
+    chunks: int
+    lost: int  # chunks of the run without pairs at the end
+    duplicated: int  # chunks with more pairs than asked
+    counters_ok: bool
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lost == 0
+            and self.duplicated == 0
+            and self.counters_ok
+            and self.final_status == "generated"
+        )
+
+
+def _cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dmdesk", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def kill_round(
+    work: Path, store: Path, llm_base_url: str, delay_s: float, chunks: int
+) -> RoundResult:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMDESK_")}
+    env.update(
+        DMDESK_DATA_DIR=str(work / "data"),
+        DMDESK_CONFIG_FILE=str(work / "config.toml"),
+        DMDESK_VECTOR_STORE_PATH=str(store),
+        DMDESK_DEEP_MEMORY_BACKEND="local",
+        DMDESK_LLM_BASE_URL=llm_base_url,
+        DMDESK_LLM_MAX_RETRIES="0",
+        DMDESK_STALE_AFTER_S=str(STALE_AFTER_S),
+        DMDESK_CHUNK_LIMIT=str(chunks),
+        DMDESK_GENERATION_CONCURRENCY="8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dmdesk", "generate", "--wait"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(STALE_AFTER_S + 0.5)  # its heartbeat goes stale
+    runs = json.loads(_cli(env, "runs", "--json").stdout or "[]")  # start-up recovers it
+    seen = runs[0]["status"] if runs else "none"
+    if not runs:
+        done = _cli(env, "generate", "--wait", "--json")
+        run = json.loads(done.stdout)
+    elif seen == "generating_failed":
+        run = json.loads(_cli(env, "proceed", str(runs[0]["id"]), "--wait", "--json").stdout)
+    else:
+        run = runs[0]
+    db = sqlite3.connect(work / "data" / "dmdesk.db")
+    try:
+        per_chunk = dict(
+            db.execute(
+                "SELECT chunk_id, count(*) FROM deep_memory_training_pairs "
+                "WHERE training_run_id = ? GROUP BY chunk_id",
+                (run["id"],),
+            ).fetchall()
+        )
+        stored = db.execute(
+            "SELECT processed_chunks, pair_count, total_chunks FROM deep_memory_training_runs "
+            "WHERE id = ?",
+            (run["id"],),
+        ).fetchone()
+        n_runs = db.execute("SELECT count(*) FROM deep_memory_training_runs").fetchone()[0]
+    finally:
+        db.close()
+    counters_ok = n_runs == 1 and stored == (len(per_chunk), sum(per_chunk.values()), chunks)
+    return RoundResult(
+        delay_s=delay_s,
+        status_after_kill=seen,
+        final_status=run["status"],
+        chunks=chunks,
+        lost=chunks - len(per_chunk),
+        duplicated=sum(1 for n in per_chunk.values() if n > 1),
+        counters_ok=counters_ok,
+    )
