@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from dmdesk.config import DmdeskConfig, load_config
+from dmdesk.domain.status import RunStatus
 from dmdesk.services.context import ServiceContext, build_context
 from dmdesk.services.runs import TrainingRunService
 
@@ -36,11 +40,33 @@ def setup_logging(data_dir: Path, *, debug: bool = False) -> Path | None:
     return path
 
 
+def spawn_job_worker(ctx: ServiceContext, run_id: int) -> None:
+    """Run a run's job in a detached dmdesk process that takes over this context's ownership
+    token (`dmdesk _job`). Its output goes to `<data dir>/logs/job-<id>.log`."""
+    logs = ctx.config.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "dmdesk"]
+    cmd += ["_job", str(run_id), "--owner", ctx.owner]
+    with open(logs / f"job-{run_id}.log", "ab") as out:
+        subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
+
+
 def start(config: DmdeskConfig | None = None, *, recover: bool = True) -> ServiceContext:
-    """Open everything a dmdesk process needs and fail stale runs (DESIGN.md state machine)."""
+    """Open everything a dmdesk process needs and recover stale runs (DESIGN.md state machine):
+    interrupted runs become failed; a cloud training run with a job id is re-attached and
+    followed by a detached worker."""
     config = config or load_config()
     setup_logging(config.data_dir)
     ctx = build_context(config)
     if recover:
-        TrainingRunService(ctx).recover_stale()
+        for run in TrainingRunService(ctx).recover_stale():
+            if run.status is RunStatus.TRAINING:
+                spawn_job_worker(ctx, run.id)
     return ctx

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import traceback
@@ -248,19 +247,9 @@ def _wait(ctx: Any, run: RunView, as_json: bool) -> int:
 
 def _detach(ctx: Any, run: RunView, as_json: bool) -> int:
     """Hand the run's job to a detached dmdesk process."""
-    logs = ctx.config.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "dmdesk"]
-    cmd += ["_job", str(run.id), "--owner", ctx.owner]
-    with open(logs / f"job-{run.id}.log", "ab") as out:
-        subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            env=os.environ.copy(),
-        )
+    from dmdesk.app import spawn_job_worker
+
+    spawn_job_worker(ctx, run.id)
     _show(run, as_json)
     if not as_json:
         print(f"Running in the background. Follow it with: dmdesk run {run.id}")

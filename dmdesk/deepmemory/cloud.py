@@ -94,7 +94,7 @@ class DeepLakeCloudBackend:
             store = self._open(path, token, embedding)
         except Exception as exc:
             raise TrainingError(_explain(exc, path)) from None
-        train_idx, held_idx = holdout_split(len(request.queries))
+        train_idx, _ = holdout_split(len(request.queries))
         queries = [request.queries[i] for i in train_idx]
         relevance = [list(request.relevance[i]) for i in train_idx]
         progress(0.0, f"Submitting {len(queries)} pairs to DeepLake Cloud")
@@ -106,6 +106,39 @@ class DeepLakeCloudBackend:
             raise TrainingError(_explain(exc, path)) from None
         job_id = str(job_id)
         on_job_id(job_id)
+        return self._complete(store, path, job_id, request, embedding, progress, cancel)
+
+    def attach(
+        self,
+        request: TrainingRequest,
+        *,
+        job_id: str,
+        progress: ProgressFn,
+        cancel: threading.Event,
+    ) -> dict[str, Any]:
+        """Follow a job submitted by a process that died (re-attach), then evaluate."""
+        path = request.vector_store_path or ""
+        token = self._token()
+        if not token:
+            raise TrainingError("Re-attaching to DeepLake needs ACTIVELOOP_TOKEN.", job_id=job_id)
+        embedding = self._embedding_factory()
+        try:
+            store = self._open(path, token, embedding)
+        except Exception as exc:
+            raise TrainingError(_explain(exc, path), job_id=job_id) from None
+        return self._complete(store, path, job_id, request, embedding, progress, cancel)
+
+    def _complete(
+        self,
+        store: Any,
+        path: str,
+        job_id: str,
+        request: TrainingRequest,
+        embedding: EmbeddingFunction,
+        progress: ProgressFn,
+        cancel: threading.Event,
+    ) -> dict[str, Any]:
+        train_idx, held_idx = holdout_split(len(request.queries))
         last = self._follow(store, job_id, progress, cancel)
         progress(0.97, "Evaluating on the held-out pairs")
         try:

@@ -121,7 +121,12 @@ class TrainingRunService:
     # -- stale runs ----------------------------------------------------------------------------
 
     def recover_stale(self) -> list[RunView]:
-        """Fail every active run whose heartbeat is older than `stale_after_s` (its process died).
+        """Deal with every active run whose heartbeat is older than `stale_after_s` (its process
+        died). A DeepLake Cloud training run with a job id keeps running remotely: it is
+        re-attached — claimed by this process, flagged `attach_job_id` so the training job
+        follows that job instead of re-submitting — and returned with status `training`; the
+        caller must run its job (`dmdesk.app.start` hands it to a detached worker). Every other
+        stale run becomes generating_failed / training_failed with an "interrupted" message.
 
         Each update is conditional on the heartbeat it read, so a run whose owner beats in the
         meantime is left alone."""
@@ -130,38 +135,59 @@ class TrainingRunService:
         recovered: list[RunView] = []
         with session_scope(self.ctx.sessions) as s:
             stale = s.execute(
-                select(TrainingRun.id, TrainingRun.status, TrainingRun.heartbeat_at).where(
+                select(
+                    TrainingRun.id,
+                    TrainingRun.status,
+                    TrainingRun.heartbeat_at,
+                    TrainingRun.deeplake_job_id,
+                    TrainingRun.settings,
+                ).where(
                     TrainingRun.status.in_([a.value for a in ACTIVE]),
                     (TrainingRun.heartbeat_at.is_(None)) | (TrainingRun.heartbeat_at < cutoff),
                 )
             ).all()
-        for run_id, status, beat in stale:
-            when = beat.strftime("%Y-%m-%d %H:%M:%S UTC") if beat else "an unknown time"
-            phase = "Generation" if status == RunStatus.GENERATING else "Training"
-            msg = (
-                f"{phase} was interrupted: the dmdesk process running it stopped responding "
-                f"(last heartbeat {when}). Proceed resumes it; Remove deletes it."
-            )
+        for run_id, status, beat, job_id, settings in stale:
             cond = [TrainingRun.id == run_id, TrainingRun.status == status]
             cond.append(
                 TrainingRun.heartbeat_at.is_(None)
                 if beat is None
                 else TrainingRun.heartbeat_at == beat
             )
+            settings = dict(settings or {})
+            if (
+                status == RunStatus.TRAINING
+                and job_id
+                and settings.get("deep_memory_backend") == "deeplake"
+            ):
+                values: dict[str, Any] = {
+                    "owner": self.ctx.owner,
+                    "heartbeat_at": now,
+                    "updated_at": now,
+                    "settings": settings | {"attach_job_id": job_id},
+                }
+                note = f"re-attached to DeepLake job {job_id}"
+            else:
+                when = beat.strftime("%Y-%m-%d %H:%M:%S UTC") if beat else "an unknown time"
+                phase = "Generation" if status == RunStatus.GENERATING else "Training"
+                note = (
+                    f"{phase} was interrupted: the dmdesk process running it stopped responding "
+                    f"(last heartbeat {when}). Proceed resumes it; Remove deletes it."
+                )
+                values = {
+                    "status": FAILURE_OF[RunStatus(status)].value,
+                    "error_message": note,
+                    "owner": None,
+                    "updated_at": now,
+                }
             with session_scope(self.ctx.sessions) as s:
                 done = s.execute(
                     update(TrainingRun)
                     .where(*cond)
-                    .values(
-                        status=FAILURE_OF[RunStatus(status)].value,
-                        error_message=msg,
-                        owner=None,
-                        updated_at=now,
-                    )
+                    .values(**values)
                     .execution_options(synchronize_session=False)
                 ).rowcount  # type: ignore[attr-defined]
                 if done:
-                    log.warning("run %s: %s", run_id, msg)
+                    log.warning("run %s: %s", run_id, note)
                     recovered.append(self._view(s, run_id))
         return recovered
 
@@ -251,6 +277,7 @@ class TrainingRunService:
             new = RESUMES_TO[old]
             check_transition(old, new, run_id)
             snapshot = dict(run.settings or {})
+            snapshot.pop("attach_job_id", None)  # Proceed re-submits; it does not re-attach
             if new is RunStatus.GENERATING:
                 cfg = self.ctx.config
                 snapshot.update(

@@ -82,13 +82,21 @@ class TrainingJob:
                     "deep_memory_backend", self.ctx.config.deep_memory_backend
                 )
                 backend = self.ctx.backend_factory(backend_name, self.ctx.config)
-                self._report(0.0, f"Submitting {len(request.queries)} pairs to {backend.name}")
-                metrics = backend.train(
-                    request,
-                    on_job_id=self._store_job_id,
-                    progress=self._report,
-                    cancel=_Either(self.cancel, heartbeat.lost),
-                )
+                cancel = _Either(self.cancel, heartbeat.lost)
+                attach = request.settings.get("attach_job_id")
+                if attach and hasattr(backend, "attach"):
+                    self._report(0.0, f"Re-attached to {backend.name} job {attach}")
+                    metrics = backend.attach(
+                        request, job_id=attach, progress=self._report, cancel=cancel
+                    )
+                else:
+                    self._report(0.0, f"Submitting {len(request.queries)} pairs to {backend.name}")
+                    metrics = backend.train(
+                        request,
+                        on_job_id=self._store_job_id,
+                        progress=self._report,
+                        cancel=cancel,
+                    )
                 if heartbeat.lost.is_set():
                     raise _LostRun()
                 if self.cancel.is_set():

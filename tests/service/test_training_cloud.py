@@ -204,3 +204,45 @@ def test_stopping_a_cloud_run_cancels_the_job(cloud) -> None:
     run = runs.run_job(run_id, stop_soon, cancel)
     assert run.status is RunStatus.TRAINING_FAILED and "Stopped" in run.error_message
     assert dm.cancelled == ["job-1"] and run.deeplake_job_id == "job-1"
+
+
+def test_a_stale_cloud_run_with_a_job_id_is_reattached_not_failed(cloud) -> None:
+    """Its process died while DeepLake trained: the job is followed again, not re-submitted."""
+    from sqlalchemy import update
+
+    from dmdesk.db.models import TrainingRun
+    from tests.helpers import long_ago
+
+    ctx, runs, run_id, use = cloud
+    dm = use([])
+    dm.scripts["job-77"] = ["training", "completed"]
+    with ctx.engine.begin() as c:
+        c.execute(
+            update(TrainingRun).values(
+                status="training",
+                deeplake_job_id="job-77",
+                heartbeat_at=long_ago(600),
+                owner="dead:1:x",
+                settings={
+                    "vector_store_path": "hub://org/kb",
+                    "selection": {"rows": 200},
+                    "deep_memory_backend": "deeplake",
+                },
+            )
+        )
+    (recovered,) = runs.recover_stale()
+    assert recovered.status is RunStatus.TRAINING and recovered.error_message is None
+    assert recovered.settings["attach_job_id"] == "job-77"
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.COMPLETED and run.deeplake_job_id == "job-77"
+    assert dm.trained == []  # nothing re-submitted
+    assert run.metrics["after"]["recall@10"] == pytest.approx(0.6)
+
+
+def test_a_stale_local_training_run_is_failed_not_reattached(make_ctx, store200) -> None:
+    from tests.helpers import long_ago
+
+    ctx = make_ctx(vector_store_path=store200)
+    run_id = insert_run(ctx, "training", heartbeat=long_ago(600), job_id=None)
+    (recovered,) = TrainingRunService(ctx).recover_stale()
+    assert recovered.id == run_id and recovered.status is RunStatus.TRAINING_FAILED
