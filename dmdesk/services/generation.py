@@ -86,6 +86,11 @@ class GenerationJob:
         self.total = 0
         self.pairs = 0
         self._failure: BaseException | None = None
+        # Resume hint: every row below `resume_row` is known processed. Kept from the snapshot,
+        # advanced only over rows skipped as done or committed here (see _resume_row).
+        self._start_row = 0
+        self._frontier = [0]  # advanced by the producer only over rows it has taken
+        self._inflight: set[int] = set()
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -111,6 +116,7 @@ class GenerationJob:
 
     async def _main(self) -> None:
         snapshot = self._load_snapshot()
+        self._start_row = self._frontier[0] = int(snapshot.get("resume_row") or 0)
         n_questions = int(snapshot.get("questions_per_chunk") or 1)
         concurrency = max(1, int(snapshot.get("generation_concurrency") or 1))
         rows = int(snapshot["selection"]["rows"])
@@ -148,11 +154,18 @@ class GenerationJob:
         stop = asyncio.Event()
 
         async def produce() -> None:
-            it = store.iter_chunks(rows, skip_ids=done_ids, batch_size=READ_BATCH)
+            it = store.iter_chunks(
+                rows,
+                skip_ids=done_ids,
+                batch_size=READ_BATCH,
+                start_row=self._start_row,
+                frontier=self._frontier,
+            )
             while True:
                 batch = await asyncio.to_thread(next, it, None)
                 if batch is None:
                     break
+                self._inflight.update(c.row for c in batch)
                 for chunk in batch:
                     await work.put(chunk)
             for _ in range(concurrency):
@@ -306,6 +319,13 @@ class GenerationJob:
             s.execute(insert(TrainingPair), rows)
         self.processed += len(batch)
         self.pairs += len(rows)
+        self._inflight.difference_update(r.chunk.row for r in batch)
+
+    def _resume_row(self) -> int:
+        """The lowest row not known to be done: rows below the producer's frontier were either
+        skipped (they had pairs) or handed out; of those handed out, the ones still in flight
+        are not done. Never below where this session started."""
+        return max(self._start_row, min(self._inflight | {self._frontier[0]}))
 
     def _report(self) -> None:
         try:
@@ -338,11 +358,15 @@ class GenerationJob:
         message = f"{where}: {reason}" if not isinstance(exc, Cancelled) else f"{where}. {reason}"
         try:
             with session_scope(self.ctx.sessions) as s:
+                run = s.get(TrainingRun, self.run_id)
+                settings = dict(run.settings or {}) if run else {}
+                settings["resume_row"] = self._resume_row()
                 self._guarded_update(
                     s,
                     status=RunStatus.GENERATING_FAILED.value,
                     error_message=message[:4000],
                     owner=None,
+                    settings=settings,
                 )
         except _LostRun:
             pass

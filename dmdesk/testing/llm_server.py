@@ -56,6 +56,7 @@ class Stats:
     successes: int = 0
     failures: int = 0
     passages: list[str] = field(default_factory=list)
+    first_request_at: float | None = None  # time.time() of the first completion request
     ok_passages: list[str] = field(default_factory=list)
     embedding_requests: int = 0
 
@@ -164,6 +165,8 @@ class FakeLLMServer:
         with self._lock:
             k = Knobs(**asdict(self.knobs))
             self.stats.requests += 1
+            if self.stats.first_request_at is None:
+                self.stats.first_request_at = time.time()
             self.stats.passages.append(passage)
             fault = None
             if (
@@ -221,7 +224,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/").endswith("/_stats"):
             s = self.owner.stats
             self._send(
-                200, {"requests": s.requests, "successes": s.successes, "failures": s.failures}
+                200,
+                {
+                    "requests": s.requests,
+                    "successes": s.successes,
+                    "failures": s.failures,
+                    "first_request_at": s.first_request_at,
+                },
             )
         elif self.path.rstrip("/").endswith("/models"):
             self._send(200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
@@ -233,6 +242,10 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_json()
         except (ValueError, OSError):
             self._send(400, {"error": {"message": "bad json"}})
+            return
+        if self.path.rstrip("/").endswith("/_reset"):
+            self.owner.reset_stats()
+            self._send(200, {})
             return
         if self.path.rstrip("/").endswith("/_control"):
             try:

@@ -225,3 +225,27 @@ def test_a_job_in_a_worker_thread_leaks_no_event_loop(
         job_in_thread()
         runs.remove(runs.list_runs()[0].id)
     assert fds() <= before
+
+
+def test_resume_starts_past_the_rows_known_done_and_loses_nothing(
+    runs: TrainingRunService, ctx: ServiceContext, llm_server: FakeLLMServer
+) -> None:
+    """A failed session records resume_row, the lowest row not known done; every row below it
+    has pairs, and the next session starts there. Two failures in a row, then completion."""
+    llm_server.configure(fail_after=60)
+    first = generate(runs)
+    hint = runs.get_run(first.id).settings["resume_row"]
+    done = set(chunk_pair_counts(ctx, first.id))
+    assert 0 < hint <= 60
+    assert set(chunk_ids(200)[:hint]) <= done  # everything below the hint is processed
+    llm_server.configure(fail_after=llm_server.stats.successes + 50)
+    runs.proceed(first.id)
+    second = runs.run_job(first.id)
+    hint2 = second.settings["resume_row"]
+    assert second.status is RunStatus.GENERATING_FAILED and hint2 >= hint
+    assert set(chunk_ids(200)[:hint2]) <= set(chunk_pair_counts(ctx, first.id))
+    llm_server.configure(fail_after=None)
+    runs.proceed(first.id)
+    final = runs.run_job(first.id)
+    assert final.status is RunStatus.GENERATED
+    assert chunk_pair_counts(ctx, first.id) == dict.fromkeys(chunk_ids(200), 1)
