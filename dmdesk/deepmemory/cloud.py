@@ -83,17 +83,7 @@ class DeepLakeCloudBackend:
         cancel: threading.Event,
     ) -> dict[str, Any]:
         path = request.vector_store_path or ""
-        token = self._token()
-        if not token:
-            raise TrainingError(
-                "DeepLake Cloud training needs an Activeloop token: set ACTIVELOOP_TOKEN or save "
-                "it in the Settings card, then Proceed."
-            )
-        embedding = self._embedding_factory()
-        try:
-            store = self._open(path, token, embedding)
-        except Exception as exc:
-            raise TrainingError(_explain(exc, path)) from None
+        store, embedding = self._open_store(path)
         train_idx, _ = holdout_split(len(request.queries))
         queries = [request.queries[i] for i in train_idx]
         relevance = [list(request.relevance[i]) for i in train_idx]
@@ -118,15 +108,22 @@ class DeepLakeCloudBackend:
     ) -> dict[str, Any]:
         """Follow a job submitted by a process that died (re-attach), then evaluate."""
         path = request.vector_store_path or ""
+        store, embedding = self._open_store(path, job_id)
+        return self._complete(store, path, job_id, request, embedding, progress, cancel)
+
+    def _open_store(self, path: str, job_id: str | None = None) -> tuple[Any, EmbeddingFunction]:
         token = self._token()
         if not token:
-            raise TrainingError("Re-attaching to DeepLake needs ACTIVELOOP_TOKEN.", job_id=job_id)
+            raise TrainingError(
+                "DeepLake Cloud training needs an Activeloop token: set ACTIVELOOP_TOKEN or save "
+                "it in the Settings card, then Proceed.",
+                job_id=job_id,
+            )
         embedding = self._embedding_factory()
         try:
-            store = self._open(path, token, embedding)
+            return self._open(path, token, embedding), embedding
         except Exception as exc:
             raise TrainingError(_explain(exc, path), job_id=job_id) from None
-        return self._complete(store, path, job_id, request, embedding, progress, cancel)
 
     def _complete(
         self,

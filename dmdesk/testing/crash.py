@@ -10,7 +10,6 @@ exactly once and the run's counters must equal the table's truth.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -18,6 +17,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from dmdesk.testing.cli import dmdesk_env, run_dmdesk
 
 STALE_AFTER_S = 3.0
 
@@ -56,17 +57,15 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Co
 def kill_round(
     work: Path, store: Path, llm_base_url: str, delay_s: float, chunks: int
 ) -> RoundResult:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMDESK_")}
-    env.update(
-        DMDESK_DATA_DIR=str(work / "data"),
-        DMDESK_CONFIG_FILE=str(work / "config.toml"),
-        DMDESK_VECTOR_STORE_PATH=str(store),
-        DMDESK_DEEP_MEMORY_BACKEND="local",
-        DMDESK_LLM_BASE_URL=llm_base_url,
-        DMDESK_LLM_MAX_RETRIES="0",
-        DMDESK_STALE_AFTER_S=str(STALE_AFTER_S),
-        DMDESK_CHUNK_LIMIT=str(chunks),
-        DMDESK_GENERATION_CONCURRENCY="8",
+    env = dmdesk_env(
+        work,
+        vector_store_path=store,
+        deep_memory_backend="local",
+        llm_base_url=llm_base_url,
+        llm_max_retries=0,
+        stale_after_s=STALE_AFTER_S,
+        chunk_limit=chunks,
+        generation_concurrency=8,
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "dmdesk", "generate", "--wait"],
@@ -79,13 +78,13 @@ def kill_round(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(STALE_AFTER_S + 0.5)  # its heartbeat goes stale
-    runs = json.loads(_cli(env, "runs", "--json").stdout or "[]")  # start-up recovers it
+    runs = json.loads(run_dmdesk(env, "runs", "--json").stdout or "[]")  # start-up recovers it
     seen = runs[0]["status"] if runs else "none"
     if not runs:
-        done = _cli(env, "generate", "--wait", "--json")
+        done = run_dmdesk(env, "generate", "--wait", "--json")
         run = json.loads(done.stdout)
     elif seen == "generating_failed":
-        run = json.loads(_cli(env, "proceed", str(runs[0]["id"]), "--wait", "--json").stdout)
+        run = json.loads(run_dmdesk(env, "proceed", str(runs[0]["id"]), "--wait", "--json").stdout)
     else:
         run = runs[0]
     db = sqlite3.connect(work / "data" / "dmdesk.db")

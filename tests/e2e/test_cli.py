@@ -4,15 +4,14 @@ the test LLM server (issue 2's acceptance, DESIGN.md CLI contract)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from dmdesk.testing.cli import dmdesk_env, run_dmdesk
 from dmdesk.testing.llm_server import FakeLLMServer
 from tests.conftest import chunk_ids
 
@@ -34,27 +33,17 @@ RUN_KEYS = {
 def cli(
     tmp_path: Path, store200: Path, llm_server: FakeLLMServer
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMDESK_")}
-    env.update(
-        DMDESK_DATA_DIR=str(tmp_path / "data"),
-        DMDESK_CONFIG_FILE=str(tmp_path / "config.toml"),
-        DMDESK_VECTOR_STORE_PATH=str(store200),
-        DMDESK_DEEP_MEMORY_BACKEND="local",
-        DMDESK_LLM_BASE_URL=llm_server.base_url,
-        DMDESK_LLM_MODEL="test-model",
-        DMDESK_LLM_MAX_RETRIES="0",
-        HOME=str(tmp_path),
-    )
+    env = dmdesk_env(
+        tmp_path,
+        vector_store_path=store200,
+        deep_memory_backend="local",
+        llm_base_url=llm_server.base_url,
+        llm_model="test-model",
+        llm_max_retries=0,
+    ) | {"HOME": str(tmp_path)}
 
     def run(*args: str, extra_env: dict[str, str] | None = None, timeout: float = 120):
-        return subprocess.run(
-            [sys.executable, "-m", "dmdesk", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env | (extra_env or {}),
-            stdin=subprocess.DEVNULL,
-        )
+        return run_dmdesk(env | (extra_env or {}), *args, timeout=timeout)
 
     return run
 

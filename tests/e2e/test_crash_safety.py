@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dmdesk.testing.cli import dmdesk_env
 from dmdesk.testing.crash import kill_round
 from dmdesk.testing.llm_server import FakeLLMServer
 
@@ -34,14 +35,12 @@ def test_two_processes_starting_at_once_create_exactly_one_run(
 
     for i in range(20):
         work = tmp_path / f"race{i}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DMDESK_")}
-        env.update(
-            DMDESK_DATA_DIR=str(work / "data"),
-            DMDESK_CONFIG_FILE=str(work / "c.toml"),
-            DMDESK_VECTOR_STORE_PATH=str(store200),
-            DMDESK_DEEP_MEMORY_BACKEND="local",
-            DMDESK_LLM_BASE_URL=llm_server.base_url,
-            DMDESK_CHUNK_LIMIT="2",
+        env = dmdesk_env(
+            work,
+            vector_store_path=store200,
+            deep_memory_backend="local",
+            llm_base_url=llm_server.base_url,
+            chunk_limit=2,
         )
         # The schema first, so both racers meet at the insert, not at the migration.
         subprocess.run(

@@ -5,7 +5,6 @@ metrics. Every command runs under an audit hook that fails any non-loopback netw
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dmdesk.llm import local_generator
+from dmdesk.testing.cli import dmdesk_env, run_dmdesk
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,26 +22,11 @@ pytestmark = pytest.mark.skipif(
 
 
 def run(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("DMDESK_") and k not in ("OPENAI_API_KEY", "ACTIVELOOP_TOKEN")
-    }
-    env.update(
-        DMDESK_DATA_DIR=str(tmp_path / "data"),
-        DMDESK_CONFIG_FILE=str(tmp_path / "config.toml"),
-        DMDESK_CHUNK_LIMIT="12",  # the demo's 40 take ~1 min with the local LLM; 12 suffice here
-        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "tests.e2e.nonet", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    env = dmdesk_env(tmp_path, chunk_limit=12)  # 12 of the demo's 40 chunks suffice here
+    for secret in ("OPENAI_API_KEY", "ACTIVELOOP_TOKEN"):
+        env.pop(secret, None)
+    env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
+    return run_dmdesk(env, *args, timeout=timeout, module="tests.e2e.nonet", cwd=ROOT)
 
 
 def test_demo_runs_end_to_end_offline_without_a_key(tmp_path: Path) -> None:

@@ -4,14 +4,13 @@ direct numpy computation over the same embeddings (the test server's hashed embe
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from dmdesk.testing.cli import dmdesk_env, run_dmdesk
 from dmdesk.testing.llm_server import FakeLLMServer, embedding_for
 
 WORDS = [f"w{i}" for i in range(400)]
@@ -63,26 +62,16 @@ def numpy_recall(data: dict, ks: list[int]) -> dict[str, float]:
 
 @pytest.fixture
 def run_cli(tmp_path: Path, llm_server: FakeLLMServer):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMDESK_")}
-    env.update(
-        DMDESK_DATA_DIR=str(tmp_path / "data"),
-        DMDESK_CONFIG_FILE=str(tmp_path / "config.toml"),
-        DMDESK_VECTOR_STORE_PATH=str(tmp_path / "imported-store"),
-        DMDESK_DEEP_MEMORY_BACKEND="local",
-        DMDESK_LLM_BASE_URL=llm_server.base_url,
-        DMDESK_EMBEDDING="openai:test-embedding",
-        HOME=str(tmp_path),
-    )
+    env = dmdesk_env(
+        tmp_path,
+        vector_store_path=tmp_path / "imported-store",
+        deep_memory_backend="local",
+        llm_base_url=llm_server.base_url,
+        embedding="openai:test-embedding",
+    ) | {"HOME": str(tmp_path)}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "dmdesk", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
+        return run_dmdesk(env, *args, timeout=120)
 
     return run
 

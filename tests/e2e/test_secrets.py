@@ -3,11 +3,11 @@ token-like secrets, make calls fail in every way that reports an error, then gre
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from dmdesk.testing.cli import dmdesk_env
 from dmdesk.testing.llm_server import FakeLLMServer
 
 OPENAI_SECRET = "sk-proj-SECRETopenai0123456789abcdef"
@@ -17,18 +17,17 @@ ACTIVELOOP_SECRET = "eyJSECRETactiveloop0123456789.abcdef"
 def test_no_secret_reaches_the_database_logs_or_messages(
     tmp_path: Path, store200: Path, llm_server: FakeLLMServer
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMDESK_")}
-    env.update(
-        DMDESK_DATA_DIR=str(tmp_path / "data"),
-        DMDESK_CONFIG_FILE=str(tmp_path / "config.toml"),
-        DMDESK_VECTOR_STORE_PATH=str(store200),
-        DMDESK_DEEP_MEMORY_BACKEND="local",
-        DMDESK_LLM_BASE_URL=llm_server.base_url,
-        DMDESK_LLM_MAX_RETRIES="0",
-        OPENAI_API_KEY=OPENAI_SECRET,
-        ACTIVELOOP_TOKEN=ACTIVELOOP_SECRET,
-        HOME=str(tmp_path),
-    )
+    env = dmdesk_env(
+        tmp_path,
+        vector_store_path=store200,
+        deep_memory_backend="local",
+        llm_base_url=llm_server.base_url,
+        llm_max_retries=0,
+    ) | {
+        "OPENAI_API_KEY": OPENAI_SECRET,
+        "ACTIVELOOP_TOKEN": ACTIVELOOP_SECRET,
+        "HOME": str(tmp_path),
+    }
     outputs: list[str] = []
 
     def cli(*args: str, extra: dict[str, str] | None = None) -> int:

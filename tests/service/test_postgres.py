@@ -1,8 +1,8 @@
-"""The service layer on PostgreSQL: the same rules as on SQLite (issue 6)."""
+"""The service layer on PostgreSQL: the same rules as on SQLite (issue 6). The racing-start
+test runs on both databases in test_runs.py."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -44,30 +44,3 @@ def test_remove_cascades_on_postgresql(pg_ctx: ServiceContext, llm_server: FakeL
     assert pair_count(pg_ctx, run.id) == 40
     runs.remove(run.id)
     assert pair_count(pg_ctx) == 0 and runs.list_runs() == []
-
-
-def test_racing_starts_create_one_run_on_postgresql(
-    make_ctx: Callable[..., ServiceContext], postgres: Any, store200
-) -> None:
-    url = postgres.new_database()
-    a = make_ctx(vector_store_path=store200, database_url=url)
-    b = make_ctx(vector_store_path=store200, database_url=url)
-    sa, sb = TrainingRunService(a), TrainingRunService(b)
-    sa.blocking_run = sb.blocking_run = lambda: None  # type: ignore[method-assign]
-    barrier = threading.Barrier(2)
-    results: list[Any] = []
-
-    def start(svc: TrainingRunService) -> None:
-        barrier.wait()
-        try:
-            results.append(svc.start_generation())
-        except Exception as exc:
-            results.append(exc)
-
-    threads = [threading.Thread(target=start, args=(s,)) for s in (sa, sb)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(TrainingRunService(a).list_runs()) == 1
-    assert sum(isinstance(r, Exception) for r in results) == 1

@@ -62,10 +62,12 @@ def test_scenario6_generation_allowed_again_once_the_failed_run_is_removed(
 
 
 def test_two_services_racing_create_exactly_one_run(
-    make_ctx: Callable[..., ServiceContext], store200
+    make_ctx: Callable[..., ServiceContext], store200, database_url: str
 ) -> None:
-    """Both pass the Python check; the database index lets only one insert through."""
-    a, b = make_ctx(vector_store_path=store200), make_ctx(vector_store_path=store200)
+    """Both pass the Python check; the database index lets only one insert through (on SQLite
+    and on PostgreSQL)."""
+    a = make_ctx(vector_store_path=store200, database_url=database_url)
+    b = make_ctx(vector_store_path=store200, database_url=database_url)
     sa, sb = TrainingRunService(a), TrainingRunService(b)
     sa.blocking_run = sb.blocking_run = lambda: None  # type: ignore[method-assign]
     results: list[Any] = []

@@ -1,0 +1,33 @@
+"""Running the `dmdesk` command as a separate process, for black-box tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def dmdesk_env(root: Path, **settings: Any) -> dict[str, str]:
+    """This process's environment without any DMDESK_ variable, plus a data dir and settings
+    file under `root` and the given settings (`llm_base_url="…"` → DMDESK_LLM_BASE_URL)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMDESK_")}
+    env["DMDESK_DATA_DIR"] = str(root / "data")
+    env["DMDESK_CONFIG_FILE"] = str(root / "config.toml")
+    for key, value in settings.items():
+        env[f"DMDESK_{key.upper()}"] = str(value)
+    return env
+
+
+def run_dmdesk(
+    env: dict[str, str], *args: str, timeout: float = 300, module: str = "dmdesk"
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
