@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from _common import ServerProcess, context, line, store_of
-from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtCore import QEventLoop
 from PySide6.QtWidgets import QApplication
 
+from dmdesk.ui.diagnostics import StallProbe
 from dmdesk.ui.main_window import MainWindow
 
 
@@ -25,27 +25,16 @@ def one(app: QApplication, srv: ServerProcess, chunks: int) -> list[float]:
     w = MainWindow(ctx)
     w.show()
     app.processEvents()
-    gaps: list[float] = []
-    last = [time.perf_counter()]
-
-    def tick() -> None:
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(tick)
+    probe = StallProbe(10)
     loop = QEventLoop()
     w.page.job_finished.connect(loop.quit)
-    timer.start()
-    last[0] = time.perf_counter()
+    probe.start()
     w.page.workflow.generate_button.click()
     loop.exec()
-    timer.stop()
+    probe.stop()
     w.close()
     ctx.dispose()
-    return gaps
+    return probe.gaps
 
 
 def main() -> int:

@@ -3,7 +3,6 @@ a run; and the GUI thread's longest stall while a generation runs at full speed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import keyring
@@ -16,6 +15,7 @@ from dmdesk.domain.status import RunStatus
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.llm_server import FakeLLMServer
+from dmdesk.ui.diagnostics import StallProbe
 from dmdesk.ui.main_window import MainWindow
 from tests.helpers import chunk_pair_counts
 
@@ -194,22 +194,11 @@ def test_gui_thread_never_stalls_during_a_full_speed_generation(
     w = MainWindow(ctx)
     qtbot.addWidget(w)
     w.show()
-    gaps: list[float] = []
-    last = [time.perf_counter()]
-
-    def tick() -> None:
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(tick)
+    probe = StallProbe(10)
     with qtbot.waitSignal(w.page.job_finished, timeout=120_000) as done:
-        timer.start()
-        last[0] = time.perf_counter()
+        probe.start()
         click(qtbot, w.page.workflow.generate_button)
-    timer.stop()
+    probe.stop()
     assert done.args[0].status is RunStatus.GENERATED and done.args[0].pair_count == 500
-    assert len(gaps) > 10
-    assert max(gaps) < 0.5, f"longest GUI-thread stall {max(gaps) * 1000:.0f} ms"
+    assert len(probe.gaps) > 10
+    assert probe.longest < 0.5, f"longest GUI-thread stall {probe.longest * 1000:.0f} ms"
