@@ -26,7 +26,7 @@ from dmdesk.domain.status import FAILED, RunStatus
 from dmdesk.services import settings as settings_service
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
-from dmdesk.ui.history_model import RunHistoryModel
+from dmdesk.ui.history_model import COL_PAIRS, COL_PROGRESS, RunHistoryModel
 from dmdesk.ui.history_view import HistoryView
 from dmdesk.ui.metrics_chart import RunDetails
 from dmdesk.ui.resources import icon
@@ -206,7 +206,8 @@ class DeepMemoryPage(QWidget):
                             "total_chunks": total,
                             "pair_count": pairs,
                         }
-                    )
+                    ),
+                    columns=(COL_PROGRESS, COL_PAIRS),
                 )
 
     @Slot(object)

@@ -68,9 +68,10 @@ class RunHistoryModel(QAbstractItemModel):
         self._row_of = {r.id: i for i, r in enumerate(runs)}
         self.endResetModel()
 
-    def update_run(self, run: RunView) -> bool:
+    def update_run(self, run: RunView, columns: tuple[int, int] | None = None) -> bool:
         """Replace one run in place. If its expandability changed, its child row is added or
-        removed with row signals; the rest of the model is untouched."""
+        removed with row signals; the rest of the model is untouched. `columns` narrows the
+        dataChanged signal to the cells that changed (progress updates touch two)."""
         row = self._row_of.get(run.id)
         if row is None:
             return False
@@ -87,6 +88,9 @@ class RunHistoryModel(QAbstractItemModel):
             self.endInsertRows()
         else:
             node.run = run
+            if columns is not None:
+                self.dataChanged.emit(self.index(row, columns[0]), self.index(row, columns[1]))
+                return True
         self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
         if now:
             child = self.index(0, 0, parent)

@@ -168,11 +168,12 @@ class HistoryView(QTreeView):
         self.delegate = ProgressDelegate(self)
         self.setItemDelegateForColumn(COL_PROGRESS, self.delegate)
         self.delegate.refresh_clicked.connect(self._on_delegate_refresh_clicked)
+        # Columns are sized to their contents when the model is reset, not on every change:
+        # ResizeToContents re-measures every cell on each dataChanged, which at 10 progress
+        # updates a second blocked the GUI thread for ~100 ms at a time (bench/gui_stall.py).
         header = self.header()
         header.setStretchLastSection(True)
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(COL_STATUS, QHeaderView.ResizeMode.Interactive)
-        self.setColumnWidth(COL_STATUS, 200)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.clicked.connect(self._on_clicked)
         self.expanded.connect(self._on_expanded)
         model.modelReset.connect(self._on_model_reset)
@@ -258,8 +259,15 @@ class HistoryView(QTreeView):
             widget.setFixedHeight(layout.totalHeightForWidth(width))
         self.setIndexWidget(child, widget)
 
+    def _fit_columns(self) -> None:
+        for column in range(self._model.columnCount() - 1):
+            self.resizeColumnToContents(column)
+        self.setColumnWidth(COL_STATUS, max(self.columnWidth(COL_STATUS), 200))
+        self.setColumnWidth(COL_PROGRESS, max(self.columnWidth(COL_PROGRESS), 110))
+
     @Slot()
     def _on_model_reset(self) -> None:
+        self._fit_columns()
         # A reset drops index widgets and expansion; reopen the row that was open if it still
         # expands (its actions rebuilt for its new status).
         open_id, self._open = self._open, None

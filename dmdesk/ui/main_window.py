@@ -13,7 +13,7 @@ from dmdesk.domain.errors import EXIT_USAGE, DmdeskError
 from dmdesk.services.context import ServiceContext
 from dmdesk.ui.deep_memory_page import DeepMemoryPage
 from dmdesk.ui.resources import icon
-from dmdesk.ui.workers import apply_gc_policy
+from dmdesk.ui.workers import apply_responsiveness_policy
 
 
 class MainWindow(QMainWindow):
@@ -26,7 +26,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.page)
         self.resize(1000, 760)
         self.ask_before_stopping = True
-        apply_gc_policy()
+        apply_responsiveness_policy()
 
     def closeEvent(self, event: QCloseEvent) -> None:
         """Closing during a run asks whether to stop it; a stopped run stays resumable."""

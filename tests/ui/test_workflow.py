@@ -17,6 +17,7 @@ from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.llm_server import FakeLLMServer
 from dmdesk.ui.diagnostics import StallProbe
 from dmdesk.ui.main_window import MainWindow
+from tests.conftest import chunk_texts
 from tests.helpers import chunk_pair_counts
 
 
@@ -82,7 +83,9 @@ def test_review_dialog_approves_and_training_becomes_possible(
     dialog = page.review_dialog
     qtbot.waitUntil(lambda: dialog.approve_all_button.isEnabled(), timeout=10_000)
     assert dialog.model.rowCount() == 200
-    assert "Chunk 00000" in dialog.chunk_view.toPlainText()  # the chunk text of the pair
+    first = dialog.model.pairs[0]  # pairs come in completion order: any chunk may be first
+    chunk_text = chunk_texts(200)[int(first.chunk_id.rsplit("-", 1)[1])]
+    assert chunk_text in dialog.chunk_view.toPlainText()  # the chunk text of the selected pair
     dialog.table.selectRow(3)
     click(qtbot, dialog.reject_button)
     assert dialog.model.pairs[3].approved is False
