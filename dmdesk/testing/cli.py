@@ -21,7 +21,11 @@ def dmdesk_env(root: Path, **settings: Any) -> dict[str, str]:
 
 
 def run_dmdesk(
-    env: dict[str, str], *args: str, timeout: float = 300, module: str = "dmdesk"
+    env: dict[str, str],
+    *args: str,
+    timeout: float = 300,
+    module: str = "dmdesk",
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -30,4 +34,5 @@ def run_dmdesk(
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        cwd=cwd,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from PySide6.QtCore import QEventLoop, QObject, Signal, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 
@@ -13,7 +14,7 @@ from dmdesk.domain.errors import EXIT_USAGE, DmdeskError
 from dmdesk.services.context import ServiceContext
 from dmdesk.ui.deep_memory_page import DeepMemoryPage
 from dmdesk.ui.resources import icon
-from dmdesk.ui.workers import apply_responsiveness_policy
+from dmdesk.ui.workers import TaskWorker, apply_responsiveness_policy, start_in_thread
 
 
 class MainWindow(QMainWindow):
@@ -58,48 +59,65 @@ def _display_problem() -> str | None:
     return None
 
 
-def build_demo_with_dialog(config: DmdeskConfig) -> DmdeskConfig | None:
-    """Build the demo store (first start only) in a worker, with a progress dialog."""
-    from PySide6.QtCore import QEventLoop, QObject, Signal, Slot
-    from PySide6.QtWidgets import QProgressDialog
+class _DemoBuild(QObject):
+    """Builds the demo store in a worker while a progress dialog shows it (first start only).
+    Its methods are the slots of the worker's signals, so they run in the GUI thread."""
 
+    progressed = Signal(int, int, str)
+
+    def __init__(self, config: DmdeskConfig) -> None:
+        super().__init__()
+        from PySide6.QtWidgets import QProgressDialog
+
+        from dmdesk.demo import ensure_demo
+
+        self.result: DmdeskConfig | None = None
+        self.error: str | None = None
+        self.dialog = QProgressDialog("Preparing the demo knowledge base…", "", 0, 0)
+        self.dialog.setWindowTitle("dmdesk demo")
+        self.dialog.setCancelButton(None)
+        self.dialog.setMinimumDuration(0)
+        self.loop = QEventLoop()
+        self.progressed.connect(self._on_progressed)
+        self.worker = TaskWorker(lambda: ensure_demo(config, self.progressed.emit))
+        self.worker.done.connect(self._on_worker_done)
+        self.worker.failed.connect(self._on_worker_failed)
+        self.worker.finished.connect(self.loop.quit)
+
+    def run(self) -> DmdeskConfig | None:
+        self.dialog.show()
+        thread = start_in_thread(self.worker, self)
+        self.loop.exec()
+        thread.wait()
+        self.dialog.close()
+        return self.result
+
+    @Slot(int, int, str)
+    def _on_progressed(self, done: int, total: int, message: str) -> None:
+        self.dialog.setMaximum(total)
+        self.dialog.setValue(done)
+        self.dialog.setLabelText(f"{message}… {done}/{total}")
+
+    @Slot(object)
+    def _on_worker_done(self, config: DmdeskConfig) -> None:
+        self.result = config
+
+    @Slot(str)
+    def _on_worker_failed(self, message: str) -> None:
+        self.error = message
+
+
+def build_demo_with_dialog(config: DmdeskConfig) -> DmdeskConfig | None:
+    """The demo configuration; builds the demo store first (with a progress dialog) if needed."""
     from dmdesk.demo import demo_store_path, ensure_demo
-    from dmdesk.ui.workers import TaskWorker, start_in_thread
 
     if (demo_store_path(config) / "dataset_meta.json").is_file():
         return ensure_demo(config)
-
-    class Relay(QObject):
-        progressed = Signal(int, int, str)
-
-    dialog = QProgressDialog("Preparing the demo knowledge base…", "", 0, 0)
-    dialog.setWindowTitle("dmdesk demo")
-    dialog.setCancelButton(None)
-    dialog.setMinimumDuration(0)
-    relay = Relay()
-
-    @Slot(int, int, str)
-    def on_progress(done: int, total: int, message: str) -> None:
-        dialog.setMaximum(total)
-        dialog.setValue(done)
-        dialog.setLabelText(f"{message}… {done}/{total}")
-
-    relay.progressed.connect(dialog, on_progress)  # runs in the GUI thread (dialog's)
-    worker = TaskWorker(lambda: ensure_demo(config, relay.progressed.emit))
-    result: dict = {}
-    worker.done.connect(dialog, lambda cfg: result.update(config=cfg))
-    worker.failed.connect(dialog, lambda msg: result.update(error=msg))
-    loop = QEventLoop()
-    worker.finished.connect(dialog, loop.quit)
-    dialog.show()
-    thread = start_in_thread(worker, dialog)
-    loop.exec()
-    thread.wait()
-    dialog.close()
-    if "error" in result:
-        QMessageBox.critical(None, "The demo could not be prepared", result["error"])
-        return None
-    return result["config"]
+    build = _DemoBuild(config)
+    result = build.run()
+    if result is None:
+        QMessageBox.critical(None, "The demo could not be prepared", build.error or "Unknown error")
+    return result
 
 
 def run_gui(config: DmdeskConfig, *, smoke: bool = False, demo: bool = False) -> int:
