@@ -41,11 +41,21 @@ class OpenAIGenerator:
         self.base_url = base_url
         self.description = f"{model} at {base_url or 'api.openai.com'}"
         self._max_retries = max_retries
+        # One kept-alive connection per concurrent call (the SDK keeps 100 by default; above
+        # that, connections would be closed and re-opened on every call).
+        from openai._constants import DEFAULT_CONNECTION_LIMITS
+
+        limits = type(DEFAULT_CONNECTION_LIMITS)(
+            max_connections=max(1000, concurrency),
+            max_keepalive_connections=max(100, concurrency),
+            keepalive_expiry=DEFAULT_CONNECTION_LIMITS.keepalive_expiry,
+        )
         self._client = openai.AsyncOpenAI(
             api_key=api_key or PLACEHOLDER_KEY,
             base_url=base_url,
             max_retries=max_retries,
             timeout=timeout_s,
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout_s),
         )
         self._json_mode = True
 
