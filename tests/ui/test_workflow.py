@@ -44,7 +44,7 @@ def test_generate_runs_in_a_worker_and_ends_ready_for_review(
 def test_stop_leaves_a_resumable_failed_run(
     qtbot, window: MainWindow, ctx: ServiceContext, llm_server: FakeLLMServer
 ) -> None:
-    llm_server.configure(latency_s=0.05)
+    llm_server.configure(latency_s=0.1)  # the run lasts ~2.5 s: Stop comes well before the end
     page = window.page
     with qtbot.waitSignal(page.job_finished, timeout=60_000) as done:
         click(qtbot, page.workflow.generate_button)
@@ -161,7 +161,7 @@ def test_a_refused_request_shows_a_dialog_with_the_reason(
 def test_closing_during_a_run_asks_then_leaves_a_resumable_run(
     qtbot, ctx: ServiceContext, llm_server: FakeLLMServer
 ) -> None:
-    llm_server.configure(latency_s=0.05)
+    llm_server.configure(latency_s=0.2)  # the run lasts ~5 s: it cannot end before the closes
     w = MainWindow(ctx)
     qtbot.addWidget(w)
     w.show()
