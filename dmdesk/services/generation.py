@@ -154,18 +154,24 @@ class GenerationJob:
         stop = asyncio.Event()
 
         async def produce() -> None:
+            mark = [self._start_row]  # the iterator's own frontier, moved in its thread
             it = store.iter_chunks(
                 rows,
                 skip_ids=done_ids,
                 batch_size=READ_BATCH,
                 start_row=self._start_row,
-                frontier=self._frontier,
+                frontier=mark,
             )
             while True:
                 batch = await asyncio.to_thread(next, it, None)
+                # The iterator is suspended here, so `mark` matches what was handed out. A next()
+                # still running when the job is cancelled must not move the job's frontier past
+                # rows it never handed out, so the frontier is copied only at this point.
                 if batch is None:
+                    self._frontier[0] = mark[0]
                     break
                 self._inflight.update(c.row for c in batch)
+                self._frontier[0] = mark[0]
                 for chunk in batch:
                     await work.put(chunk)
             for _ in range(concurrency):

@@ -249,3 +249,44 @@ def test_resume_starts_past_the_rows_known_done_and_loses_nothing(
     final = runs.run_job(first.id)
     assert final.status is RunStatus.GENERATED
     assert chunk_pair_counts(ctx, first.id) == dict.fromkeys(chunk_ids(200), 1)
+
+
+def test_a_read_cut_short_by_cancel_never_moves_the_resume_row_past_unsent_chunks(
+    runs: TrainingRunService, ctx: ServiceContext, llm_server: FakeLLMServer, monkeypatch
+) -> None:
+    """The store read runs in a thread and cannot be interrupted: here the second batch's read
+    is still running when the job is stopped. Its rows were never sent, so resume_row must stay
+    at the end of the first batch, and the resumed run must still finish every chunk."""
+    import time as _time
+
+    from dmdesk.services import generation
+    from dmdesk.vectorstore.service import VectorStoreService
+
+    monkeypatch.setattr(generation, "READ_BATCH", 20)
+
+    class SlowSecondRead(VectorStoreService):
+        def iter_chunks(self, *args, **kwargs):
+            inner = super().iter_chunks(*args, **kwargs)
+            for n, batch in enumerate(inner):
+                if n == 1 and not resumed:
+                    _time.sleep(1.5)  # the iterator has already moved past this batch
+                yield batch
+
+    resumed = False
+    ctx.vector_store_factory = lambda path: SlowSecondRead(path)
+    cancel = threading.Event()
+
+    def stop_after_first_batch(u: ProgressUpdate) -> None:
+        if u.processed >= 20:
+            cancel.set()
+
+    run = runs.start_generation()
+    stopped = runs.run_job(run.id, stop_after_first_batch, cancel)
+    assert stopped.status is RunStatus.GENERATING_FAILED
+    assert stopped.processed_chunks == 20
+    assert stopped.settings["resume_row"] == 20
+    resumed = True
+    runs.proceed(run.id)
+    final = runs.run_job(run.id)
+    assert final.status is RunStatus.GENERATED, final.error_message
+    assert chunk_pair_counts(ctx, run.id) == dict.fromkeys(chunk_ids(200), 1)
