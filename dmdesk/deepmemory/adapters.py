@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from dmdesk.embeddings import normalise
+
 
 @dataclass(frozen=True)
 class Adapter:
@@ -24,10 +26,7 @@ class Adapter:
     embedding: str
 
     def apply(self, queries: np.ndarray) -> np.ndarray:
-        out = queries @ self.matrix.T
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        return (out / norms).astype(np.float32)
+        return normalise(queries @ self.matrix.T)
 
 
 def _dir(data_dir: Path) -> Path:

@@ -144,18 +144,15 @@ class LocalEngineBackend:
         t0 = time.perf_counter()
         progress(0.0, "Loading the store's embeddings")
         store = self._store_factory(request.vector_store_path)
+        embed = self._embedding_factory()
         try:
-            n_rows = store.row_count()
-            ids = store.read_ids(n_rows)
-            corpus = store.read_embeddings(n_rows)
-            row_of = {cid: i for i, cid in enumerate(ids)}
-            embed = self._embedding_factory()
-            if corpus is None:
-                progress(0.0, f"Embedding {n_rows} chunks (the store has no embeddings)")
-                corpus = embed(store.read_texts(list(range(n_rows))))
+            ids, corpus = store.corpus_embeddings(
+                embed,
+                lambda n: progress(0.0, f"Embedding {n} chunks (the store has no embeddings)"),
+            )
         finally:
             store.close()
-        corpus = normalise(corpus)
+        row_of = {cid: i for i, cid in enumerate(ids)}
         pairs = [
             (q, row_of[r[0][0]])
             for q, r in zip(request.queries, request.relevance, strict=True)
@@ -189,7 +186,7 @@ class LocalEngineBackend:
         W, history = train_adapter(
             queries, corpus, positives, train_idx, held_idx, self.params, on_epoch, cancel
         )
-        q_after = adapters.Adapter(request.run_id, W, "", "").apply(queries[held_idx])
+        q_after = normalise(queries[held_idx] @ W.T)
         after = retrieval_metrics(q_after, corpus, [[int(positives[i])] for i in held_idx])
         seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {

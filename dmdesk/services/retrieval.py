@@ -20,7 +20,7 @@ import numpy as np
 from dmdesk.deepmemory import adapters
 from dmdesk.deepmemory.metrics import retrieval_metrics
 from dmdesk.domain.errors import InvalidSettings, RuleViolation, VectorStoreError
-from dmdesk.embeddings import EmbeddingFunction, make_embedding, normalise
+from dmdesk.embeddings import EmbeddingFunction, make_embedding
 from dmdesk.services.context import ServiceContext
 from dmdesk.vectorstore._deeplake import import_deeplake
 from dmdesk.vectorstore.service import VectorStoreService
@@ -46,15 +46,6 @@ def _no_adapter(ctx: ServiceContext) -> RuleViolation:
     )
 
 
-def _corpus(store: VectorStoreService, embed: EmbeddingFunction) -> tuple[list[str], np.ndarray]:
-    n = store.row_count()
-    ids = store.read_ids(n)
-    emb = store.read_embeddings(n)
-    if emb is None:
-        emb = embed(store.read_texts(list(range(n))))
-    return ids, normalise(emb)
-
-
 def search(ctx: ServiceContext, query: str, k: int = 5, deep_memory: bool = False) -> list[Hit]:
     if not query.strip():
         raise InvalidSettings("The search query is empty.")
@@ -70,7 +61,7 @@ def search(ctx: ServiceContext, query: str, k: int = 5, deep_memory: bool = Fals
         if adapter is None:
             raise _no_adapter(ctx)
         q = adapter.apply(q)
-    ids, corpus = _corpus(store, embed)
+    ids, corpus = store.corpus_embeddings(embed)
     if q.shape[1] != corpus.shape[1]:
         raise InvalidSettings(
             f"The store's embeddings are {corpus.shape[1]}-d but DMDESK_EMBEDDING="
@@ -226,7 +217,7 @@ def evaluate(
         raise InvalidSettings(
             "dmdesk evaluate works on local stores; use DeepLake's evaluate for hub:// stores."
         )
-    ids, corpus = _corpus(store, embed)
+    ids, corpus = store.corpus_embeddings(embed)
     row_of = {cid: i for i, cid in enumerate(ids)}
     kept = [
         (qid, text, [row_of[c] for c in qrels[qid] if c in row_of])

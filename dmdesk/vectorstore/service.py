@@ -177,6 +177,22 @@ class VectorStoreService:
         ]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
+    def corpus_embeddings(
+        self, embed: Callable[[list[str]], Any], on_embed: Callable[[int], None] | None = None
+    ) -> tuple[list[str], Any]:
+        """Ids and L2-normalised embeddings of every chunk: the store's own `embedding` tensor,
+        or, when the store has none, `embed` over the chunk texts (`on_embed(n)` says so first)."""
+        from dmdesk.embeddings import normalise
+
+        n = self.row_count()
+        ids = self.read_ids(n)
+        matrix = self.read_embeddings(n)
+        if matrix is None:
+            if on_embed is not None:
+                on_embed(n)
+            matrix = embed(self.read_texts(list(range(n))))
+        return ids, normalise(matrix)
+
     def close(self) -> None:
         self._ds = None
 
