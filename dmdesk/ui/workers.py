@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from dmdesk.domain.errors import DmdeskError
 from dmdesk.domain.models import ProgressUpdate, RunView
@@ -148,7 +148,9 @@ def start_in_thread(worker: QObject, parent: QObject) -> QThread:
     thread = QThread(parent)
     worker.moveToThread(thread)
     thread.started.connect(worker.run)  # type: ignore[attr-defined]
-    worker.finished.connect(thread.quit)  # type: ignore[attr-defined]
+    # Direct: QThread.quit is thread-safe. Queued to the GUI thread, the quit was lost when a
+    # caller wait()ed on the thread after its own event loop had returned (the demo build hung).
+    worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)  # type: ignore[attr-defined]
     worker.finished.connect(worker.deleteLater)  # type: ignore[attr-defined]
     thread.finished.connect(thread.deleteLater)
     thread.start()
