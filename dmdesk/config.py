@@ -90,6 +90,11 @@ class DmdeskConfig(BaseSettings):
     stale_after_s: float = Field(default=30.0, ge=3.0, le=86_400.0)
     llm_max_retries: int = Field(default=4, ge=0, le=20)
     llm_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    # DeepLake Cloud training: how often a job is polled; how long DeepLake may stay unreachable
+    # (or in a state dmdesk does not know) before the run fails; how long a job may train at all.
+    cloud_poll_interval_s: float = Field(default=15.0, gt=0, le=3600)
+    cloud_patience_s: float = Field(default=600.0, gt=0, le=86_400)
+    cloud_deadline_s: float = Field(default=12 * 3600.0, gt=0, le=7 * 86_400)
 
     @field_validator("llm_model")
     @classmethod

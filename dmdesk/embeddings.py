@@ -7,15 +7,15 @@
   in batches.
 
 The store's own `embedding` tensor is reused for chunks; these functions embed questions (and
-corpora on `dmdesk import`). Both are plain callables, which is also what deeplake's
-`deep_memory.train(..., embedding_function=...)` expects.
+corpora on `dmdesk import`). deeplake gets them wrapped in :class:`DeepLakeEmbedding`, the one
+form its code accepts everywhere.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -136,6 +136,30 @@ class OpenAIEmbedding:
         return normalise(np.concatenate(chunks))
 
 
+class DeepLakeEmbedding:
+    """An embedding function in the form deeplake 3.9 accepts everywhere.
+
+    deeplake's `embedder.py` takes as `embedding_function` only a plain function, lambda, bound
+    method or `functools.partial`, or else an object with `embed_documents`/`embed_query`; any
+    other callable fails inside `deep_memory.train` and `VectorStore.search` with
+    `AttributeError: … has no attribute 'embed_documents'` — after `<store>_queries` was already
+    overwritten (DESIGN.md "Known facts"). `deep_memory.evaluate` calls the function itself on
+    a list of queries, so this object is callable too."""
+
+    def __init__(self, fn: EmbeddingFunction) -> None:
+        self.fn = fn
+        self.name = getattr(fn, "name", "embedding")
+
+    def embed_documents(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return list(self.fn(list(texts)))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return np.asarray(self.fn([text])[0], dtype=np.float32)
+
+    def __call__(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return self.embed_documents(texts)
+
+
 def make_embedding(spec: str, *, base_url: str | None = None) -> EmbeddingFunction:
     """`local` or `openai:<model>` (DMDESK_EMBEDDING)."""
     if spec == "local":
@@ -145,6 +169,3 @@ def make_embedding(spec: str, *, base_url: str | None = None) -> EmbeddingFuncti
             spec.split(":", 1)[1], base_url, secrets.get_secret(secrets.OPENAI_API_KEY)
         )
     raise InvalidSettings(f"Unknown embedding {spec!r}: use 'local' or 'openai:<model>'.")
-
-
-EmbeddingFactory = Callable[[str], EmbeddingFunction]

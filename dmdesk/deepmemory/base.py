@@ -23,10 +23,12 @@ if TYPE_CHECKING:
 class TrainingRequest:
     run_id: int
     queries: list[str]
-    # deeplake's `relevance`: for each query, [(chunk_id, score)].
-    relevance: list[list[tuple[str, float]]]
+    # deeplake's `relevance`: for each query, [(chunk_id, 1)] (deeplake documents integer 0/1).
+    relevance: list[list[tuple[str, int]]]
     vector_store_path: str | None
     settings: dict[str, Any] = field(default_factory=dict)
+    # The job a previous attempt of this run submitted (Proceed asks what became of it).
+    previous_job_id: str | None = None
 
 
 ProgressFn = Callable[[float, str], None]
@@ -56,7 +58,13 @@ def make_backend(name: str, config: DmdeskConfig) -> TrainingBackend:
     if name == "deeplake":
         from dmdesk.deepmemory.cloud import DeepLakeCloudBackend
 
-        return DeepLakeCloudBackend(lambda: secrets.get_secret(secrets.ACTIVELOOP_TOKEN), embedding)
+        return DeepLakeCloudBackend(
+            lambda: secrets.get_secret(secrets.ACTIVELOOP_TOKEN),
+            embedding,
+            poll_interval_s=config.cloud_poll_interval_s,
+            patience_s=config.cloud_patience_s,
+            deadline_s=config.cloud_deadline_s,
+        )
     if name == "local":
         from dmdesk.deepmemory.local import LocalEngineBackend
 

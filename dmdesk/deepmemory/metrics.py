@@ -9,6 +9,7 @@ normalised embeddings (cosine). Queries are scored in blocks, so memory stays bo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,3 +58,19 @@ def holdout_split(n: int, every: int = 5) -> tuple[list[int], list[int]]:
     held = [i for i in range(n) if i % every == every - 1]
     train = [i for i in range(n) if i % every != every - 1]
     return train, held
+
+
+def metrics_from_ranks(
+    ranks: Sequence[int | None], ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, Any]:
+    """recall@k and MRR from the rank of each query's (single) relevant chunk within the top
+    results a search returned; None = not among them (so MRR is MRR@max(ks))."""
+    n = len(ranks)
+    if n == 0:
+        return {**{f"recall@{k}": 0.0 for k in ks}, "mrr": 0.0, "queries": 0}
+    result: dict[str, Any] = {
+        f"recall@{k}": sum(1 for r in ranks if r is not None and r <= k) / n for k in ks
+    }
+    result["mrr"] = sum(1.0 / r for r in ranks if r) / n
+    result["queries"] = n
+    return result

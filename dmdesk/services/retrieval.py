@@ -20,7 +20,7 @@ import numpy as np
 from dmdesk.deepmemory import adapters
 from dmdesk.deepmemory.metrics import retrieval_metrics
 from dmdesk.domain.errors import InvalidSettings, RuleViolation, VectorStoreError
-from dmdesk.embeddings import EmbeddingFunction, make_embedding
+from dmdesk.embeddings import DeepLakeEmbedding, EmbeddingFunction, make_embedding
 from dmdesk.services.context import ServiceContext
 from dmdesk.vectorstore._deeplake import import_deeplake
 from dmdesk.vectorstore.service import VectorStoreService
@@ -83,13 +83,24 @@ def _search_cloud(
     deep_memory: bool,
 ) -> list[Hit]:
     from dmdesk import secrets
-    from dmdesk.deepmemory.cloud import open_cloud_store
+    from dmdesk.deepmemory.cloud import explain, open_cloud_store
 
     token = secrets.get_secret(secrets.ACTIVELOOP_TOKEN)
     if not token:
         raise VectorStoreError("A DeepLake Cloud store needs ACTIVELOOP_TOKEN.")
-    vs = open_cloud_store(store.path or "", token, embed)
-    result = vs.search(embedding_data=query, embedding_function=embed, k=k, deep_memory=deep_memory)
+    try:
+        vs = open_cloud_store(store.path or "", token, embed)
+        result = vs.search(
+            embedding_data=query,
+            embedding_function=DeepLakeEmbedding(embed),
+            k=k,
+            deep_memory=deep_memory,
+            return_tensors=["id", "text"],
+        )
+    except Exception as exc:
+        raise VectorStoreError(
+            f"Search on {store.path} failed: {explain(exc, store.path or '')}"
+        ) from None
     return [
         Hit(str(i), float(s), str(t))
         for i, s, t in zip(result["id"], result["score"], result["text"], strict=False)

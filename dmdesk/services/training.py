@@ -63,12 +63,14 @@ class TrainingJob:
                 .order_by(TrainingPair.id)
             ).all()
             settings = dict(run.settings or {})
+            previous_job_id = run.deeplake_job_id
         return TrainingRequest(
             run_id=self.run_id,
             queries=[q for q, _ in rows],
-            relevance=[[(cid, 1.0)] for _, cid in rows],
+            relevance=[[(cid, 1)] for _, cid in rows],
             vector_store_path=settings.get("vector_store_path"),
             settings=settings,
+            previous_job_id=previous_job_id,
         )
 
     def run(self) -> RunView:
@@ -88,6 +90,16 @@ class TrainingJob:
                     self._report(0.0, f"Re-attached to {backend.name} job {attach}")
                     metrics = backend.attach(
                         request, job_id=attach, progress=self._report, cancel=cancel
+                    )
+                elif request.previous_job_id and hasattr(backend, "resume"):
+                    # Proceed on a run whose job exists: the backend asks what became of it
+                    # (follow it, evaluate it, or submit again) instead of re-submitting blindly.
+                    metrics = backend.resume(
+                        request,
+                        job_id=request.previous_job_id,
+                        on_job_id=self._store_job_id,
+                        progress=self._report,
+                        cancel=cancel,
                     )
                 else:
                     self._report(0.0, f"Submitting {len(request.queries)} pairs to {backend.name}")

@@ -45,3 +45,65 @@ def import_deeplake() -> ModuleType:
 
         _module = deeplake
     return _module
+
+
+# -- DeepLake Cloud: where its API is, and a transport whose retries end --------------------------
+
+ENDPOINT_ENV = "DMDESK_ACTIVELOOP_URL"
+REQUEST_TIMEOUT_S = 30.0
+CONNECT_TRIES = 3
+
+
+class CloudUnreachable(Exception):
+    """DeepLake Cloud gave no HTTP answer (refused, reset, DNS, timeout) after a few tries."""
+
+
+class _BoundedRequests:
+    """Stands in for the `requests` module inside `deeplake.client.client`.
+
+    deeplake 3.9's `DeepLakeBackendClient.request` retries a request that got no status code
+    without end (measured: ~2 million retries in 5 s on a DNS failure), so nothing above it ever
+    sees an outage (DESIGN.md "Known facts"). This shim answers its `requests.request` with at
+    most CONNECT_TRIES attempts, each within REQUEST_TIMEOUT_S, then raises CloudUnreachable —
+    which is not a `requests.exceptions.ConnectionError`, so deeplake's loop lets it through.
+    """
+
+    def __init__(self, real: ModuleType) -> None:
+        self._real = real
+        self.exceptions = real.exceptions
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    def request(self, method: str, url: str, **kwargs: object) -> object:
+        timeout = kwargs.get("timeout")
+        cap = REQUEST_TIMEOUT_S
+        kwargs["timeout"] = min(float(timeout), cap) if isinstance(timeout, int | float) else cap
+        last: Exception | None = None
+        for attempt in range(CONNECT_TRIES):
+            try:
+                return self._real.request(method, url, **kwargs)
+            except (self._real.exceptions.ConnectionError, self._real.exceptions.Timeout) as exc:
+                last = exc
+                if attempt + 1 < CONNECT_TRIES:
+                    time.sleep(0.2 * (attempt + 1))
+        host = url.split("/")[2] if "//" in url else url
+        raise CloudUnreachable(
+            f"no answer from {host} ({type(last).__name__}) after {CONNECT_TRIES} tries"
+        ) from last
+
+
+def prepare_cloud() -> ModuleType:
+    """Import deeplake for a `hub://` store: bound its HTTP retries, and point its client at
+    `DMDESK_ACTIVELOOP_URL` when set (a self-hosted or test endpoint; default Activeloop's)."""
+    deeplake = import_deeplake()
+    import deeplake.client.client as client_module
+    import deeplake.client.config as client_config
+
+    if not isinstance(client_module.requests, _BoundedRequests):
+        client_module.requests = _BoundedRequests(client_module.requests)  # type: ignore[assignment]
+    endpoint = os.environ.get(ENDPOINT_ENV, "").strip().rstrip("/")
+    client_config.USE_LOCAL_HOST = bool(endpoint)
+    if endpoint:
+        client_module.HUB_REST_ENDPOINT_LOCAL = endpoint  # type: ignore[attr-defined]
+    return deeplake

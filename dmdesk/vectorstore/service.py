@@ -82,7 +82,9 @@ class VectorStoreService:
             ) from None
 
     def _open_cloud(self) -> Any:
-        import_deeplake()
+        from dmdesk.vectorstore._deeplake import prepare_cloud
+
+        prepare_cloud()
         from deeplake.core.vectorstore import VectorStore
 
         token = self._token_provider()

@@ -1,247 +1,331 @@
-"""The DeepLake Cloud backend at its boundary. Tests cannot reach the cloud: a stand-in plays
-deeplake's VectorStore.deep_memory, and its signatures are checked against the installed
-deeplake's own, so the stand-in cannot drift from the real API."""
+"""DeepLake Cloud training through deeplake 3.9's *real* code.
+
+`VectorStore("hub://org/kb")`, `DeepMemory.train/cancel`, `DeepMemoryBackendClient` and
+`VectorStore.search(deep_memory=...)` all run as shipped; only their HTTP is answered, by
+`dmdesk.testing.activeloop_server` on 127.0.0.1 (response shapes from deeplake's own
+`client/test_client.py`). The store's data lives in a local folder the fake backend names.
+"""
 
 from __future__ import annotations
 
-import inspect
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
-from dmdesk.deepmemory.cloud import DeepLakeCloudBackend, open_cloud_store
 from dmdesk.domain.status import RunStatus
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
-from tests.conftest import chunk_ids
-from tests.helpers import insert_pairs, insert_run
+from dmdesk.testing.activeloop_server import ActiveloopServer
+from dmdesk.testing.llm_server import embedding_for
+from dmdesk.vectorstore.service import create_local_store
+from tests.conftest import chunk_ids, chunk_texts
+from tests.helpers import insert_pairs, insert_run, long_ago
 
-
-class _Response:
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
-
-    def json(self) -> dict[str, Any]:
-        return self._data
-
-
-class StandInClient:
-    def __init__(self, dm: StandInDeepMemory) -> None:
-        self.dm = dm
-        self.urls: list[str] = []
-
-    def request(
-        self,
-        method,
-        relative_url,
-        endpoint=None,
-        params=None,
-        data=None,
-        files=None,
-        json=None,
-        headers=None,
-        timeout=None,
-    ):
-        self.urls.append(f"{method} {relative_url}")
-        job_id = relative_url.split("/jobs/")[1].split("/")[0]
-        states = self.dm.scripts[job_id]
-        state = states.pop(0) if len(states) > 1 else states[0]
-        progress = {"eta": 5, "best_recall@10": 0.61}
-        if state == "failed":
-            progress = {"error": "worker ran out of memory", "best_recall@10": 0.55}
-        return _Response({"id": job_id, "status": state, "progress": progress})
-
-
-class StandInDeepMemory:
-    def __init__(self, scripts: list[list[str]]) -> None:
-        self.pending_scripts = scripts
-        self.scripts: dict[str, list[str]] = {}
-        self.trained: list[tuple[list[str], list]] = []
-        self.cancelled: list[str] = []
-        self.evaluated: list[tuple[list, list]] = []
-        self.client = StandInClient(self)
-
-    def train(self, queries, relevance, embedding_function=None, token=None) -> str:
-        self.trained.append((list(queries), [list(r) for r in relevance]))
-        job_id = f"job-{len(self.trained)}"
-        self.scripts[job_id] = list(self.pending_scripts.pop(0))
-        return job_id
-
-    def cancel(self, job_id):
-        self.cancelled.append(job_id)
-
-    def evaluate(
-        self,
-        relevance,
-        queries,
-        embedding_function=None,
-        embedding=None,
-        top_k=(1, 3, 5, 10, 50, 100),
-        qvs_params=None,
-    ):
-        self.evaluated.append((list(queries), list(relevance)))
-        return {
-            "with model": {f"recall@{k}": 0.5 + k / 100 for k in top_k},
-            "without model": {f"recall@{k}": 0.3 + k / 100 for k in top_k},
-        }
-
-
-class StandInStore:
-    def __init__(self, dm: StandInDeepMemory) -> None:
-        self.deep_memory = dm
-
-
-def params(fn) -> list[str]:
-    return [p for p in inspect.signature(fn).parameters if p != "self"]
-
-
-def test_the_stand_in_matches_deeplake_signatures() -> None:
-    from deeplake.client.client import DeepMemoryBackendClient
-    from deeplake.core.vectorstore import VectorStore
-    from deeplake.core.vectorstore.deep_memory.deep_memory import DeepMemory
-
-    assert params(StandInDeepMemory.train) == params(DeepMemory.train)
-    assert params(StandInDeepMemory.cancel) == params(DeepMemory.cancel)
-    assert params(StandInDeepMemory.evaluate) == params(DeepMemory.evaluate)
-    assert params(StandInClient.request) == params(DeepMemoryBackendClient.request)
-    # The keyword arguments dmdesk passes to VectorStore exist there.
-    source = inspect.getsource(open_cloud_store)
-    for kw in ("path", "token", "runtime", "embedding_function", "verbose"):
-        assert f"{kw}=" in source and kw in params(VectorStore.__init__)
+N_CHUNKS = 60
+APPROVED = 50
 
 
 @pytest.fixture
-def cloud(make_ctx, store200, monkeypatch):
-    monkeypatch.setenv("ACTIVELOOP_TOKEN", "tok-test-1234")
-    ctx: ServiceContext = make_ctx(vector_store_path="hub://org/kb", deep_memory_backend="deeplake")
-
-    def use(scripts: list[list[str]]) -> StandInDeepMemory:
-        dm = StandInDeepMemory(scripts)
-        backend = DeepLakeCloudBackend(
-            lambda: "tok-test-1234",
-            lambda: lambda texts: None,
-            open_store=lambda path, token, emb: StandInStore(dm),
-            poll_interval_s=0.01,
+def activeloop(tmp_path, monkeypatch) -> Iterator[ActiveloopServer]:
+    with ActiveloopServer(tmp_path / "cloud") as server:
+        monkeypatch.setenv("DMDESK_ACTIVELOOP_URL", server.url)
+        monkeypatch.setenv("ACTIVELOOP_TOKEN", "tok-test-1234")
+        texts = chunk_texts(N_CHUNKS)
+        create_local_store(
+            server.dataset_dir("org", "kb"),
+            chunk_ids(N_CHUNKS),
+            texts,
+            embeddings=np.asarray([embedding_for(t) for t in texts], dtype=np.float32),
         )
-        ctx.backend_factory = lambda name, cfg: backend
-        return dm
-
-    run_id = insert_run(ctx, "generated")
-    insert_pairs(ctx, run_id, chunk_ids(50), approved=True)
-    insert_pairs(ctx, run_id, chunk_ids(10), approved=False)
-    return ctx, TrainingRunService(ctx), run_id, use
+        yield server
 
 
-def test_a_cloud_run_that_completes_stores_job_id_and_metrics(cloud) -> None:
-    _ctx, runs, run_id, use = cloud
-    dm = use([["pending", "training", "completed"]])
+Cloud = tuple[ServiceContext, TrainingRunService, int, ActiveloopServer]
+
+
+@pytest.fixture
+def cloud(make_ctx: Callable[..., ServiceContext], activeloop: ActiveloopServer) -> Cloud:
+    """A generated run on hub://org/kb with 50 approved and 10 rejected pairs; the embedding is
+    the test LLM server's (64-d, like the store's)."""
+    ctx = make_ctx(
+        vector_store_path="hub://org/kb",
+        deep_memory_backend="deeplake",
+        embedding="openai:test-embedding",
+        cloud_poll_interval_s=0.02,
+        cloud_patience_s=1.0,
+    )
+    run_id = insert_run(ctx, "generated", total=N_CHUNKS)
+    insert_pairs(ctx, run_id, chunk_ids(APPROVED), approved=True)
+    insert_pairs(ctx, run_id, chunk_ids(N_CHUNKS)[APPROVED:], approved=False)
+    return ctx, TrainingRunService(ctx), run_id, activeloop
+
+
+def train_requests(server: ActiveloopServer) -> list[Any]:
+    return server.calls("POST", "/api/deepmemory/v1/train")
+
+
+def queries_dataset(server: ActiveloopServer) -> Any:
+    from dmdesk.vectorstore._deeplake import import_deeplake
+
+    return import_deeplake().load(
+        str(server.dataset_dir("org", "kb_queries")), read_only=True, verbose=False
+    )
+
+
+def test_a_cloud_run_sends_the_approved_pairs_and_completes_with_metrics(cloud) -> None:
+    _ctx, runs, run_id, server = cloud
     runs.start_training(run_id)
     run = runs.run_job(run_id)
     assert run.status is RunStatus.COMPLETED, run.error_message
+    (body,) = train_requests(server)
+    assert body == {"corpus_dataset": "hub://org/kb", "query_dataset": "hub://org/kb_queries"}
     assert run.deeplake_job_id == "job-1"
-    assert run.metrics["after"]["recall@10"] == pytest.approx(0.6)
-    assert run.metrics["before"]["recall@10"] == pytest.approx(0.4)
-    queries, relevance = dm.trained[0]
-    assert len(queries) == 40  # 80 % of the 50 approved pairs; rejected ones never sent
-    assert all(len(r) == 1 and r[0][1] == 1.0 and r[0][0] in chunk_ids(50) for r in relevance)
-    assert len(dm.evaluated[0][0]) == 10  # evaluated on the held-out fifth
-    assert "GET /api/deepmemory/v1/jobs/job-1/status" in dm.client.urls
+    # deeplake wrote the queries dataset with our embeddings and integer relevance: 80 % of the
+    # 50 approved pairs; rejected pairs are never sent.
+    qds = queries_dataset(server)
+    assert len(qds["text"]) == 40
+    relevance = [m["relevance"] for m in qds["metadata"].data()["value"]]
+    assert all(len(r) == 1 and r[0][1] == 1 and isinstance(r[0][1], int) for r in relevance)
+    assert {r[0][0] for r in relevance} <= set(chunk_ids(APPROVED))
+    assert qds["embedding"].numpy().shape == (40, 64)
+    # evaluated through the store's own search, without and with Deep Memory
+    assert run.metrics["heldout_pairs"] == 10
+    assert run.metrics["before"]["queries"] == 10 and "mrr" in run.metrics["after"]
+    queries = [b["query"] for b in server.calls("POST", "/api/query/dataset/org/kb")]
+    assert sum("deepmemory_distance" in q for q in queries) == 10
+    assert sum("COSINE_SIMILARITY" in q for q in queries) == 10
+    assert run.metrics["job"]["progress"]["best_recall@10"] == "85.5% (+2.6)%"
 
 
 def test_a_cloud_job_that_fails_ends_training_failed_with_job_id_kept(cloud) -> None:
-    _ctx, runs, run_id, use = cloud
-    use([["pending", "failed"]])
+    _ctx, runs, run_id, server = cloud
+    server.job_scripts = [["pending", "training", "failed"]]
     runs.start_training(run_id)
     run = runs.run_job(run_id)
     assert run.status is RunStatus.TRAINING_FAILED
     assert run.deeplake_job_id == "job-1"
-    assert "worker ran out of memory" in run.error_message
-    assert run.metrics["job"]["progress"]["best_recall@10"] == 0.55  # partial metrics kept
+    assert "list indices must be integers" in run.error_message
+    assert run.metrics["job"]["status"] == "failed"  # partial metrics kept
 
 
-def test_proceed_after_a_cloud_failure_resubmits_the_same_pairs_and_completes(cloud) -> None:
-    _ctx, runs, run_id, use = cloud
-    dm = use([["failed"], ["training", "completed"]])
+def test_proceed_after_a_failed_job_submits_the_same_pairs_again(cloud) -> None:
+    _ctx, runs, run_id, server = cloud
+    server.job_scripts = [["failed"], ["training", "completed"]]
     runs.start_training(run_id)
     assert runs.run_job(run_id).status is RunStatus.TRAINING_FAILED
+    first = queries_dataset(server)["text"].data()["value"]
     runs.proceed(run_id)
     run = runs.run_job(run_id)
     assert run.status is RunStatus.COMPLETED and run.deeplake_job_id == "job-2"
-    (q1, r1), (q2, r2) = dm.trained
-    assert q1 == q2 and r1 == r2
+    assert len(train_requests(server)) == 2
+    assert queries_dataset(server)["text"].data()["value"] == first
+
+
+def test_proceed_while_the_job_still_trains_follows_it_without_resubmitting(cloud) -> None:
+    """Stop was refused by DeepLake: the run says so, and Proceed re-attaches."""
+    _ctx, runs, run_id, server = cloud
+    server.job_scripts = [["training"] * 40 + ["completed"]]
+    cancel = threading.Event()
+    runs.start_training(run_id)
+
+    def stop_soon(update) -> None:
+        if "training" in update.message:
+            cancel.set()
+
+    run = runs.run_job(run_id, stop_soon, cancel)
+    assert run.status is RunStatus.TRAINING_FAILED
+    assert "refused to cancel" in run.error_message
+    assert "still be training remotely" in run.error_message
+    assert server.calls("POST", "/api/deepmemory/v1/jobs/job-1/cancel")
+    runs.proceed(run_id)
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.COMPLETED, run.error_message
+    assert len(train_requests(server)) == 1 and run.deeplake_job_id == "job-1"
+
+
+def test_stop_of_a_pending_job_cancels_it(cloud) -> None:
+    _ctx, runs, run_id, server = cloud
+    server.job_scripts = [["pending"] * 1000]
+    cancel = threading.Event()
+    runs.start_training(run_id)
+    run = runs.run_job(run_id, lambda u: cancel.set() if "pending" in u.message else None, cancel)
+    assert run.status is RunStatus.TRAINING_FAILED
+    assert "was cancelled" in run.error_message and run.deeplake_job_id == "job-1"
+    # Proceed on a cancelled job submits again
+    runs.proceed(run_id)
+    assert runs.run_job(run_id).status is RunStatus.COMPLETED
+    assert len(train_requests(server)) == 2
+
+
+def test_an_outage_mid_poll_fails_the_run_after_the_patience(cloud) -> None:
+    _ctx, runs, run_id, server = cloud
+    server.job_scripts = [["training"] * 1000]
+    runs.start_training(run_id)
+
+    def cut(update) -> None:
+        if "training" in update.message:
+            server.outage = True
+
+    started = time.monotonic()
+    run = runs.run_job(run_id, cut)
+    assert time.monotonic() - started < 30
+    assert run.status is RunStatus.TRAINING_FAILED
+    assert "unreachable since" in run.error_message and run.deeplake_job_id == "job-1"
+    # back online, Proceed follows the same job: nothing re-submitted
+    server.outage = False
+    server.jobs["job-1"]["script"] = ["completed"]
+    runs.proceed(run_id)
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.COMPLETED and len(train_requests(server)) == 1
+
+
+def test_stop_takes_effect_within_2_s_while_deeplake_is_unreachable(cloud) -> None:
+    ctx, runs, run_id, server = cloud
+    ctx.config.cloud_patience_s = 600  # only Stop can end it
+    server.job_scripts = [["training"] * 1000]
+    cancel = threading.Event()
+    stopped_at: list[float] = []
+    runs.start_training(run_id)
+
+    def on_progress(update) -> None:
+        if "training" in update.message:
+            server.outage = True
+        if "unreachable" in update.message and not cancel.is_set():
+            stopped_at.append(time.monotonic())
+            cancel.set()
+
+    run = runs.run_job(run_id, on_progress, cancel)
+    assert time.monotonic() - stopped_at[0] < 2.0
+    assert run.status is RunStatus.TRAINING_FAILED
+    assert "could not be reached to cancel" in run.error_message
+
+
+@pytest.mark.parametrize(
+    ("route", "status", "phrase"),
+    [
+        ("/api/deepmemory/v1/jobs", 401, "refused the Activeloop token (401)"),
+        ("/api/deepmemory/v1/jobs", 403, "no permission for hub://org/kb (403)"),
+        ("/api/deepmemory/v1/jobs", 404, "no training job job-1 any more (404)"),
+    ],
+)
+def test_errors_while_following_are_named(cloud, route, status, phrase) -> None:
+    _ctx, runs, run_id, server = cloud
+    runs.start_training(run_id)
+
+    def refuse(update) -> None:
+        if "Submitting" not in update.message:
+            server.fail[route] = status
+
+    run = runs.run_job(run_id, refuse)
+    assert run.status is RunStatus.TRAINING_FAILED
+    assert phrase in run.error_message, run.error_message
+    assert "tok-test-1234" not in run.error_message
+
+
+def test_a_5xx_while_following_is_retried_not_fatal(cloud) -> None:
+    _ctx, runs, run_id, server = cloud
+    server.fail["/api/deepmemory/v1/jobs"] = 503
+    runs.start_training(run_id)
+
+    def heal(update) -> None:
+        if "unreachable" in update.message:
+            server.fail.clear()
+
+    run = runs.run_job(run_id, heal)
+    assert run.status is RunStatus.COMPLETED, run.error_message
+
+
+def test_a_5xx_on_the_access_check_is_not_called_no_access(cloud) -> None:
+    _ctx, runs, run_id, server = cloud
+    server.fail["/api/organizations/org/features/deepmemory"] = 500
+    runs.start_training(run_id)
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.TRAINING_FAILED
+    assert "service error" in run.error_message and "no access" not in run.error_message
+    assert train_requests(server) == []
 
 
 def test_no_deep_memory_access_is_explained(cloud) -> None:
-    _ctx, runs, run_id, use = cloud
-    dm = use([["completed"]])
-
-    class DeepMemoryAccessError(Exception):
-        pass
-
-    def refuse(*a, **k):
-        raise DeepMemoryAccessError("no access")
-
-    dm.train = refuse  # type: ignore[method-assign]
+    _ctx, runs, run_id, server = cloud
+    server.deep_memory_available = False
     runs.start_training(run_id)
     run = runs.run_job(run_id)
     assert run.status is RunStatus.TRAINING_FAILED
     assert "no access to Deep Memory" in run.error_message
-    assert run.deeplake_job_id is None
+    assert run.deeplake_job_id is None and train_requests(server) == []
 
 
-def test_stopping_a_cloud_run_cancels_the_job(cloud) -> None:
-    import threading
-
-    _ctx, runs, run_id, use = cloud
-    dm = use([["training"] * 1000])
-    cancel = threading.Event()
+def test_a_bad_token_at_submission_is_named(cloud) -> None:
+    _ctx, runs, run_id, server = cloud
+    server.fail["/api/deepmemory/v1/train"] = 401
     runs.start_training(run_id)
-
-    def stop_soon(u) -> None:
-        if "eta" in u.message:
-            cancel.set()
-
-    run = runs.run_job(run_id, stop_soon, cancel)
-    assert run.status is RunStatus.TRAINING_FAILED and "Stopped" in run.error_message
-    assert dm.cancelled == ["job-1"] and run.deeplake_job_id == "job-1"
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.TRAINING_FAILED
+    assert "refused the Activeloop token (401)" in run.error_message
 
 
-def test_a_stale_cloud_run_with_a_job_id_is_reattached_not_failed(cloud) -> None:
-    """Its process died while DeepLake trained: the job is followed again, not re-submitted."""
+def test_an_unknown_state_ends_after_the_patience_naming_it(cloud) -> None:
+    _ctx, runs, run_id, server = cloud
+    server.job_scripts = [["warming-up"] * 1000]
+    runs.start_training(run_id)
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.TRAINING_FAILED
+    assert "'warming-up'" in run.error_message and "does not know" in run.error_message
+
+
+def test_evaluation_failure_then_proceed_evaluates_without_training_again(cloud) -> None:
+    _ctx, runs, run_id, server = cloud
+    server.fail["/api/query/dataset"] = 500
+    runs.start_training(run_id)
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.TRAINING_FAILED
+    assert "completed but its evaluation failed" in run.error_message
+    server.fail.clear()
+    runs.proceed(run_id)
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.COMPLETED, run.error_message
+    assert len(train_requests(server)) == 1
+    assert run.metrics["after"]["queries"] == 10
+
+
+def test_a_stale_cloud_run_is_reattached_and_sends_no_train_request(cloud) -> None:
+    """Its process was killed while DeepLake trained: the job is followed again."""
     from sqlalchemy import update
 
     from dmdesk.db.models import TrainingRun
-    from tests.helpers import long_ago
 
-    ctx, runs, run_id, use = cloud
-    dm = use([])
-    dm.scripts["job-77"] = ["training", "completed"]
+    ctx, runs, run_id, server = cloud
+    runs.start_training(run_id)
+    runs.run_job(run_id)  # job-1 exists on the server
+    server.jobs["job-1"]["script"] = ["training", "completed"]
     with ctx.engine.begin() as c:
         c.execute(
             update(TrainingRun).values(
-                status="training",
-                deeplake_job_id="job-77",
-                heartbeat_at=long_ago(600),
-                owner="dead:1:x",
-                settings={
-                    "vector_store_path": "hub://org/kb",
-                    "selection": {"rows": 200},
-                    "deep_memory_backend": "deeplake",
-                },
+                status="training", heartbeat_at=long_ago(600), owner="dead:1:x", metrics=None
             )
         )
     (recovered,) = runs.recover_stale()
-    assert recovered.status is RunStatus.TRAINING and recovered.error_message is None
-    assert recovered.settings["attach_job_id"] == "job-77"
+    assert recovered.status is RunStatus.TRAINING
     run = runs.run_job(run_id)
-    assert run.status is RunStatus.COMPLETED and run.deeplake_job_id == "job-77"
-    assert dm.trained == []  # nothing re-submitted
-    assert run.metrics["after"]["recall@10"] == pytest.approx(0.6)
+    assert run.status is RunStatus.COMPLETED and run.deeplake_job_id == "job-1"
+    assert len(train_requests(server)) == 1
+
+
+def test_cloud_search_with_deep_memory_goes_through_deeplake(cloud) -> None:
+    from dmdesk.services.retrieval import search
+
+    ctx, _runs, _run_id, server = cloud
+    hits = search(ctx, "topic number 7 in detail", k=3, deep_memory=True)
+    assert len(hits) == 3 and all(h.id.startswith("chunk-") for h in hits)
+    (query,) = [b["query"] for b in server.calls("POST", "/api/query/dataset/org/kb")]
+    assert "deepmemory_distance" in query
 
 
 def test_a_stale_local_training_run_is_failed_not_reattached(make_ctx, store200) -> None:
-    from tests.helpers import long_ago
-
     ctx = make_ctx(vector_store_path=store200)
     run_id = insert_run(ctx, "training", heartbeat=long_ago(600), job_id=None)
     (recovered,) = TrainingRunService(ctx).recover_stale()
