@@ -26,7 +26,7 @@ from dmdesk.domain.errors import (
     InvalidSettings,
 )
 from dmdesk.domain.models import ProgressUpdate, RunView
-from dmdesk.domain.status import FAILED
+from dmdesk.domain.status import FAILED, RunStatus
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("--approve", nargs="+", type=_run_id, metavar="ID")
     act.add_argument("--reject", nargs="+", type=_run_id, metavar="ID")
     act.add_argument("--list", action="store_true", help="print the pairs (JSON lines)")
+    rv.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help="with --approve-all: approve the pairs the quality filters flagged too",
+    )
+
+    ac = sub.add_parser("activate", help="choose the model search uses (or --none)")
+    which = ac.add_mutually_exclusive_group(required=True)
+    which.add_argument("run_id", type=_run_id, nargs="?")
+    which.add_argument("--none", action="store_true", help="stop using Deep Memory")
+
+    ex = sub.add_parser("export", help="write a run's approved pairs (JSONL or BEIR)")
+    ex.add_argument("run_id", type=_run_id)
+    ex.add_argument("dest", help="a .jsonl file (jsonl) or a folder (beir)")
+    ex.add_argument("--format", choices=("jsonl", "beir"), default="jsonl")
 
     t = sub.add_parser("train", help="train on the approved pairs")
     t.add_argument("run_id", type=_run_id)
@@ -159,11 +174,32 @@ def _print_run(run: RunView) -> None:
     if run.deeplake_job_id:
         print(f"  job id     {run.deeplake_job_id}")
     if run.metrics:
-        print(f"  metrics    {json.dumps(run.metrics)}")
+        _print_metrics(run.metrics)
+    if run.status is RunStatus.COMPLETED:
+        state = "in use by search" if run.model_active else "not in use"
+        print(f"  model      {state}")
+        if run.activation_note:
+            print(f"  guard      {run.activation_note}")
     if run.error_message:
         print(f"  error      {run.error_message}")
     if run.status in FAILED:
         print(f"  next       dmdesk proceed {run.id}   or   dmdesk remove {run.id} --yes")
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    before, after = metrics.get("before"), metrics.get("after")
+    if isinstance(before, dict) and isinstance(after, dict):
+        where = metrics.get("evaluated_on", "held-out pairs")
+        print(f"  metrics    on {metrics.get('heldout_pairs', '?')} {where} (without → with):")
+        for key in ("recall@1", "recall@3", "recall@5", "recall@10", "mrr"):
+            if key in before and key in after:
+                print(f"             {key:<10} {before[key]:.3f} → {after[key]:.3f}")
+        decision = metrics.get("activation") or {}
+        if decision.get("small_sample"):
+            print("  warning    a small sample: the figures are uncertain (see the interval)")
+    else:
+        summary = {k: v for k, v in metrics.items() if k not in ("heldout_ranks", "activation")}
+        print(f"  metrics    {json.dumps(summary)}")
 
 
 def _show(run: RunView, as_json: bool) -> None:
@@ -421,14 +457,43 @@ def dispatch(args: argparse.Namespace) -> int:
             runs.remove(args.run_id)
             print(f"Run #{args.run_id} and its pairs were deleted.")
             return EXIT_OK
+        if cmd == "activate":
+            from dmdesk.services import activation
+
+            if args.none:
+                previous = activation.deactivate(ctx)
+                print(
+                    "Search no longer uses Deep Memory"
+                    + (f" (run #{previous}'s model is kept)." if previous else ".")
+                )
+            else:
+                activation.activate(ctx, runs.get_run(args.run_id))
+                print(f"Search now uses run #{args.run_id}'s model.")
+            return EXIT_OK
+        if cmd == "export":
+            from pathlib import Path
+
+            from dmdesk.services.export import export_pairs
+
+            n = export_pairs(ctx, args.run_id, Path(args.dest), args.format)
+            print(f"Wrote {n} approved pairs of run #{args.run_id} to {args.dest} ({args.format}).")
+            return EXIT_OK
         if cmd == "review":
             if args.list:
                 for pair in runs.list_pairs(args.run_id):
                     _print_json(pair.model_dump(mode="json"))
                 return EXIT_OK
             if args.approve_all:
-                n = runs.approve_all(args.run_id)
+                n = runs.approve_all(args.run_id, include_flagged=args.include_flagged)
                 print(f"Approved {n} pairs of run #{args.run_id}.")
+                flagged = runs.review_counts(args.run_id)["flagged"]
+                if flagged and not args.include_flagged:
+                    print(
+                        f"{flagged} pairs are flagged by the quality filters; those you did not "
+                        f"approve stay rejected (`dmdesk review {args.run_id} --list` shows why, "
+                        "--include-flagged approves them too). Pairs you rejected were left "
+                        "alone."
+                    )
             elif args.approve:
                 n = runs.set_approval(args.run_id, args.approve, True)
                 print(f"Approved {n} pairs of run #{args.run_id}.")

@@ -95,6 +95,12 @@ class DmdeskConfig(BaseSettings):
     cloud_poll_interval_s: float = Field(default=15.0, gt=0, le=3600)
     cloud_patience_s: float = Field(default=600.0, gt=0, le=86_400)
     cloud_deadline_s: float = Field(default=12 * 3600.0, gt=0, le=7 * 86_400)
+    # Quality filters run after generation (dmdesk.services.quality); 0 turns a filter off.
+    quality_filters: bool = True
+    filter_roundtrip_rank: int = Field(default=10, ge=0)
+    filter_generic_chunks: int = Field(default=10, ge=0)
+    filter_generic_margin: float = Field(default=0.01, ge=0, le=1)
+    filter_duplicate_similarity: float = Field(default=0.97, gt=0, le=1.01)
 
     @field_validator("llm_model")
     @classmethod

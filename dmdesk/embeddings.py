@@ -115,6 +115,9 @@ class OpenAIEmbedding:
             max_retries=max_retries,
         )
 
+    def close(self) -> None:
+        self._client.close()
+
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         import openai
 
@@ -134,6 +137,13 @@ class OpenAIEmbedding:
         if not chunks:
             return np.zeros((0, 0), dtype=np.float32)
         return normalise(np.concatenate(chunks))
+
+
+def close_embedding(fn: object) -> None:
+    """Release an embedding function's connections (the OpenAI client's pool), if it has any."""
+    close = getattr(fn, "close", None)
+    if callable(close):
+        close()
 
 
 class DeepLakeEmbedding:

@@ -141,6 +141,9 @@ def configure(
             "deep_memory_backend": "local",
             "llm_max_retries": 0,
             "stale_after_s": 30,
+            # the test server's toy questions say nothing about quality (see dmdesk_env);
+            # tests of the quality filters turn them on
+            "quality_filters": False,
         }
         for key, value in (defaults | env).items():
             name = f"DMDESK_{key.upper()}"

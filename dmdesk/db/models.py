@@ -124,6 +124,8 @@ class TrainingPair(Base):
     question: Mapped[str] = mapped_column(Text, nullable=False)
     approved: Mapped[bool | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # Quality filters' reasons (dmdesk.services.quality); NULL = nothing found against it.
+    flags: Mapped[str | None] = mapped_column(String(300))
 
     run: Mapped[TrainingRun] = relationship(back_populates="pairs")
 

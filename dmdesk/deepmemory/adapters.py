@@ -1,8 +1,10 @@
 """Saved query adapters of the local engine, and which one is active for which store.
 
 An adapter is `<data dir>/adapters/run-<id>.npz` (the matrix W) plus a JSON sidecar naming the
-store and the embedding it belongs to. `active.json` maps a store path to the run whose adapter
-`dmdesk search --deep-memory` and `dmdesk evaluate` apply. Writes are atomic (temp + rename).
+store and the embedding it belongs to. `active.json` maps a store path to the run whose model
+`dmdesk search --deep-memory` and `dmdesk evaluate` use — a local adapter, or a DeepLake Cloud run
+(whose model lives on DeepLake) — set only by the activation guard or the admin. Writes are atomic
+(temp + rename).
 """
 
 from __future__ import annotations
@@ -69,25 +71,55 @@ def save_adapter(
     return path
 
 
-def activate(data_dir: Path, run_id: int, store_path: str) -> None:
+def _read_active(data_dir: Path) -> dict[str, int]:
+    try:
+        data = json.loads((_dir(data_dir) / "active.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def activate(data_dir: Path, run_id: int | None, store_path: str) -> None:
+    """Make `run_id`'s model the one used for the store (None: no Deep Memory). Models are kept,
+    so switching is instant and survives restarts."""
     d = _dir(data_dir)
     d.mkdir(parents=True, exist_ok=True)
-    active_file = d / "active.json"
-    active = json.loads(active_file.read_text()) if active_file.is_file() else {}
-    active[_key(store_path)] = run_id
-    _write_json(active_file, active)
+    active = _read_active(data_dir)
+    if run_id is None:
+        active.pop(_key(store_path), None)
+    else:
+        active[_key(store_path)] = run_id
+    _write_json(d / "active.json", active)
 
 
-def active_adapter(data_dir: Path, store_path: str | None) -> Adapter | None:
+def active_run(data_dir: Path, store_path: str | None) -> int | None:
+    """The run whose model is in use for the store (either backend), or None."""
     if not store_path:
         return None
+    value = _read_active(data_dir).get(_key(store_path))
+    return int(value) if isinstance(value, int) else None
+
+
+def active_runs(data_dir: Path) -> frozenset[int]:
+    """Every run whose model is in use for some store."""
+    return frozenset(v for v in _read_active(data_dir).values() if isinstance(v, int))
+
+
+def has_adapter(data_dir: Path, run_id: int) -> bool:
+    return (_dir(data_dir) / f"run-{run_id}.npz").is_file()
+
+
+def load_adapter(data_dir: Path, run_id: int) -> Adapter | None:
     d = _dir(data_dir)
     try:
-        active = json.loads((d / "active.json").read_text())
-        run_id = int(active[_key(store_path)])
         meta = json.loads((d / f"run-{run_id}.json").read_text())
         with np.load(d / f"run-{run_id}.npz") as z:
             matrix = z["matrix"]
     except (OSError, KeyError, ValueError):
         return None
     return Adapter(run_id, matrix, meta["vector_store_path"], meta["embedding"])
+
+
+def active_adapter(data_dir: Path, store_path: str | None) -> Adapter | None:
+    run_id = active_run(data_dir, store_path)
+    return None if run_id is None else load_adapter(data_dir, run_id)

@@ -3,9 +3,10 @@
 * Opens `VectorStore(path, token, runtime={"tensor_db": True}, embedding_function=...)`; the
   embedding goes in as :class:`~dmdesk.embeddings.DeepLakeEmbedding`, the only form deeplake's
   `embedder.py` accepts for train, search and evaluate alike.
-* `deep_memory.train(queries, relevance)` on 80 % of the approved pairs (every 5th is held out,
-  deterministically, so a re-submission sends exactly the same data), relevance as integer 1 as
-  deeplake documents it. The job id is handed to `on_job_id` at once, so it survives any crash.
+* `deep_memory.train(queries, relevance)` on the approved pairs of the train and validation
+  splits (dmdesk.deepmemory.guard.split_pairs: by chunk, deterministic, so a re-submission sends
+  exactly the same data), relevance as integer 1 as deeplake documents it. The job id is handed
+  to `on_job_id` at once, so it survives any crash.
 * Follows the job by polling its JSON status through deeplake's client (`deep_memory.status()`
   only prints a table). Every network call is bounded: deeplake's own retry loop is capped by
   :func:`~dmdesk.vectorstore._deeplake.prepare_cloud`, each poll runs where Stop can leave it
@@ -35,7 +36,8 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from dmdesk.deepmemory.base import ProgressFn, TrainingRequest
-from dmdesk.deepmemory.metrics import DEFAULT_KS, holdout_split, metrics_from_ranks
+from dmdesk.deepmemory.guard import split_pairs
+from dmdesk.deepmemory.metrics import DEFAULT_KS, metrics_from_ranks
 from dmdesk.domain.errors import Cancelled, TrainingError
 from dmdesk.embeddings import DeepLakeEmbedding, EmbeddingFunction
 
@@ -288,7 +290,7 @@ class DeepLakeCloudBackend:
         progress: ProgressFn,
         cancel: threading.Event,
     ) -> dict[str, Any]:
-        train_idx, _ = holdout_split(len(request.queries))
+        train_idx, _ = _split(request)
         queries = [request.queries[i] for i in train_idx]
         relevance = [[(str(cid), 1) for cid, _ in request.relevance[i]] for i in train_idx]
         progress(0.0, f"Submitting {len(queries)} pairs to DeepLake Cloud")
@@ -443,7 +445,7 @@ class DeepLakeCloudBackend:
         last: dict[str, Any],
         cancel: threading.Event,
     ) -> dict[str, Any]:
-        train_idx, held_idx = holdout_split(len(request.queries))
+        train_idx, held_idx = _split(request)
         queries = [request.queries[i] for i in held_idx]
         relevant = [{str(cid) for cid, _ in request.relevance[i]} for i in held_idx]
         try:
@@ -512,6 +514,16 @@ class DeepLakeCloudBackend:
                 # a string such as "85.5% (+2.6)%" (deeplake/client/test_client.py)
                 parts.append(f"best recall@10 {info['best_recall@10']}")
         return ", ".join(parts)
+
+
+def _split(request: TrainingRequest) -> tuple[list[int], list[int]]:
+    """DeepLake trains on train + validation (it picks its own epochs); the test pairs, on
+    chunks it never saw, judge the model (dmdesk.deepmemory.guard)."""
+    split = split_pairs([r[0][0] if r else "" for r in request.relevance])
+    if not split.measurable:
+        everything = list(range(len(request.queries)))
+        return everything, everything
+    return sorted(split.train + split.validation), split.test
 
 
 def _summary(status: dict[str, Any]) -> dict[str, Any]:

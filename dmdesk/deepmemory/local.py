@@ -9,9 +9,14 @@ relevant chunk) pairs; this engine does the same on the admin's machine:
 * loss: InfoNCE at temperature τ over the batch's positives (in-batch negatives) plus hard
   negatives mined from the whole store with the current W each epoch, plus λ‖W − I‖² to stay
   near the identity (few pairs, many parameters);
-* every 5th pair is held out (dmdesk.deepmemory.metrics.holdout_split); training stops early when
-  held-out MRR has not improved for `patience` epochs and keeps the best W;
-* metrics: recall@1/3/5/10 and MRR on the held-out pairs, before (W = I) and after.
+* pairs are split by chunk into train / validation / test (dmdesk.deepmemory.guard.split_pairs);
+  for each candidate strength λ training stops early when validation MRR has not improved for
+  `patience` epochs and keeps the best W; the strength with the best validation MRR wins, and
+  W = I when none beats it;
+* metrics: recall@1/3/5/10 and MRR on the test pairs (never trained or validated on), before
+  (W = I) and after, with per-query ranks (and those of the store's active model) for the
+  activation guard (dmdesk.deepmemory.guard.decide). The engine saves the adapter; it never
+  activates it — the training job does, when the guard says so.
 
 Published lifts of such adapters are modest (DESIGN.md): recall@1 may fall while recall@10 rises,
 which is why several k are reported.
@@ -23,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +36,18 @@ import numpy as np
 
 from dmdesk.deepmemory import adapters
 from dmdesk.deepmemory.base import ProgressFn, TrainingRequest
-from dmdesk.deepmemory.metrics import DEFAULT_KS, holdout_split, retrieval_metrics
+from dmdesk.deepmemory.guard import split_pairs
+from dmdesk.deepmemory.metrics import DEFAULT_KS, ranks_of, retrieval_metrics
 from dmdesk.domain.errors import Cancelled, TrainingError
 from dmdesk.embeddings import EmbeddingFunction, normalise
 from dmdesk.vectorstore.service import VectorStoreService
 
 log = logging.getLogger(__name__)
+
+
+# Candidate pulls towards the identity (λ), chosen on the validation pairs: weak pairs need a
+# strong pull, clean pairs a weak one; "no change" (W = I) is always a candidate too.
+STRENGTHS = (1e-3, 1e-2, 1e-1)
 
 
 @dataclass
@@ -127,11 +138,13 @@ class LocalEngineBackend:
         embedding_factory: Callable[[], EmbeddingFunction],
         vector_store_factory: Callable[[str | None], VectorStoreService],
         params: LocalEngineParams | None = None,
+        strengths: tuple[float, ...] = STRENGTHS,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._embedding_factory = embedding_factory
         self._store_factory = vector_store_factory
         self.params = params or LocalEngineParams()
+        self.strengths = strengths
 
     def train(
         self,
@@ -171,39 +184,72 @@ class LocalEngineBackend:
                 "to the model the store was built with, then Proceed."
             )
         positives = np.array([row for _, row in pairs])
-        train_idx, held_idx = holdout_split(len(pairs))
-        max_epochs = self.params.max_epochs
+        split = split_pairs([ids[row] for _, row in pairs])
+        if split.measurable:
+            train_idx, val_idx, test_idx = split.train, split.validation, split.test
+        else:  # too few pairs: train on all; the guard will not activate an unmeasured model
+            train_idx = val_idx = test_idx = list(range(len(pairs)))
+        strengths = self.strengths if split.measurable else (self.params.identity_weight,)
+        total_epochs = self.params.max_epochs * len(strengths)
+        done_epochs = 0
 
-        def on_epoch(epoch: int, held: dict[str, float]) -> None:
-            progress(
-                0.05 + 0.95 * epoch / max_epochs,
-                f"epoch {epoch}: held-out recall@10 {held['recall@10']:.3f}, MRR {held['mrr']:.3f}",
+        def rel(idx: list[int]) -> list[list[int]]:
+            return [[int(positives[i])] for i in idx]
+
+        candidates: list[tuple[float, float, np.ndarray, int]] = []
+        for strength in strengths:
+
+            def on_epoch(
+                epoch: int, held: dict[str, float], w: float = strength, base: int = done_epochs
+            ) -> None:
+                progress(
+                    0.05 + 0.9 * (base + epoch) / total_epochs,
+                    f"strength {w:g}, epoch {epoch}: validation MRR {held['mrr']:.3f}",
+                )
+
+            params = replace(self.params, identity_weight=strength)
+            W, history = train_adapter(
+                queries, corpus, positives, train_idx, val_idx, params, on_epoch, cancel
             )
-
-        before = retrieval_metrics(
-            queries[held_idx], corpus, [[int(positives[i])] for i in held_idx]
-        )
-        W, history = train_adapter(
-            queries, corpus, positives, train_idx, held_idx, self.params, on_epoch, cancel
-        )
-        q_after = normalise(queries[held_idx] @ W.T)
-        after = retrieval_metrics(q_after, corpus, [[int(positives[i])] for i in held_idx])
+            done_epochs += self.params.max_epochs
+            val_mrr = retrieval_metrics(normalise(queries[val_idx] @ W.T), corpus, rel(val_idx))
+            candidates.append((val_mrr["mrr"], strength, W, len(history)))
+        identity_val = retrieval_metrics(queries[val_idx], corpus, rel(val_idx))["mrr"]
+        val_mrr_best, strength, W, epochs = max(candidates, key=lambda c: c[0])
+        if val_mrr_best <= identity_val:  # nothing beat "no change" on validation
+            W, strength, epochs = np.eye(corpus.shape[1], dtype=np.float32), 0.0, 0
+        before = retrieval_metrics(queries[test_idx], corpus, rel(test_idx))
+        q_after = normalise(queries[test_idx] @ W.T)
+        after = retrieval_metrics(q_after, corpus, rel(test_idx))
+        heldout_ranks: dict[str, Any] = {
+            "before": ranks_of(queries[test_idx], corpus, rel(test_idx)),
+            "after": ranks_of(q_after, corpus, rel(test_idx)),
+        }
+        store_path = request.vector_store_path or ""
+        current = adapters.active_adapter(self.data_dir, store_path)
+        if current is not None and current.matrix.shape == W.shape:
+            heldout_ranks["active"] = ranks_of(
+                current.apply(queries[test_idx]), corpus, rel(test_idx)
+            )
+            heldout_ranks["active_run"] = current.run_id
         seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {
             "backend": "local",
             "before": before,
             "after": after,
+            "heldout_ranks": heldout_ranks,
             "train_pairs": len(train_idx),
-            "heldout_pairs": len(held_idx),
-            "evaluated_on": "training pairs" if held_idx == train_idx else "held-out pairs",
-            "epochs": len(history),
+            "validation_pairs": len(val_idx) if split.measurable else 0,
+            "heldout_pairs": len(test_idx),
+            "evaluated_on": "held-out pairs" if split.measurable else "training pairs",
+            "strength": strength,
+            "validation_mrr": {"identity": identity_val, "chosen": max(val_mrr_best, identity_val)},
+            "epochs": epochs,
             "seconds": round(seconds, 2),
-            "pairs_per_second": round(len(train_idx) * len(history) / max(seconds, 1e-9), 1),
+            "pairs_per_second": round(len(train_idx) * done_epochs / max(seconds, 1e-9), 1),
         }
-        store_path = request.vector_store_path or ""
         adapters.save_adapter(
             self.data_dir, request.run_id, W, store_path, getattr(embed, "name", "?"), metrics
         )
-        adapters.activate(self.data_dir, request.run_id, store_path)
-        progress(1.0, f"held-out recall@10 {before['recall@10']:.3f} → {after['recall@10']:.3f}")
+        progress(1.0, f"held-out MRR {before['mrr']:.3f} → {after['mrr']:.3f}")
         return metrics

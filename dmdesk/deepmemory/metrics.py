@@ -31,6 +31,13 @@ def relevant_ranks(
     return out
 
 
+def ranks_of(
+    queries: np.ndarray, corpus: np.ndarray, relevant: Sequence[Sequence[int]]
+) -> list[int]:
+    """The best rank of each query's relevant rows (for the activation guard)."""
+    return [int(r.min()) for r in relevant_ranks(queries, corpus, relevant)]
+
+
 def retrieval_metrics(
     queries: np.ndarray,
     corpus: np.ndarray,

@@ -26,6 +26,14 @@ class RunView(BaseModel):
     updated_at: datetime
     heartbeat_at: datetime | None
     approved_count: int = 0
+    # This run's model is the one dmdesk's search uses for its store.
+    model_active: bool = False
+
+    @property
+    def activation_note(self) -> str | None:
+        """The guard's verdict on a completed run, in words."""
+        decision = (self.metrics or {}).get("activation")
+        return decision.get("reason") if isinstance(decision, dict) else None
 
     @property
     def is_failed(self) -> bool:
@@ -48,6 +56,7 @@ class PairView(BaseModel):
     question: str
     approved: bool | None
     created_at: datetime
+    flags: str | None = None
 
 
 class ProgressUpdate(BaseModel):

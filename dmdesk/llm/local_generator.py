@@ -12,9 +12,13 @@ on this project's 2-core CI machine:
 
 SmolLM2-135M does not write JSON reliably from a chat prompt (0–1 of 5 tries), so it gets a plain
 completion prompt ending in "1. What" (a free "1." sometimes yields statements, seen on 1 chunk
-in 40 of the demo) and its numbered lines are parsed, cleaned and deduplicated with the same
-rules as the OpenAI path; a retry samples and leads with another word. Calls are serialised
-(one model, CPU bound) and run off the event loop.
+in 40 of the demo); the lead word is kept as the start of the first question. Its numbered lines
+are tidied (one whole question, capitalised, ending in "?", starting with an interrogative or
+auxiliary word) and kept only when specific: not a generic template ("What does it do?") and
+naming a word of its passage. A retry samples and leads with another word; after two tries
+without a specific question (measured on the demo's first 40 chunks: more tries rarely helped
+and cost ~1.3 s each), a question about the chunk's title or first quoted name is used.
+Calls are serialised (one model, CPU bound) and run off the event loop.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from dmdesk.llm.prompt import clean_questions
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_LABEL = "SmolLM2-135M-Instruct (local, offline)"
 MAX_PASSAGE_CHARS = 1200
-ATTEMPTS = 4
+ATTEMPTS = 2
 LEADS = ("What", "How", "Why", "Which")
 COUNT_WORDS = {
     1: "One question",
@@ -133,18 +137,152 @@ def _load() -> tuple[Any, Any]:
         return _model, _tokenizer
 
 
-def parse_numbered(text: str, n: int) -> list[str]:
-    """Questions from a numbered completion. An item is kept up to its first '?'; an item that
-    starts like a question but ends with '.' (a habit of small models) gets its '?' back."""
+# Questions that fit any chunk: what a 135M model writes when it says nothing (measured on the
+# demo: "What does it do?", "What is an example?", "What does the function do?").
+GENERIC_TEMPLATES = (
+    re.compile(r"^(what|how|why) (does|do|is|are|did|can) (it|this|that|they|these|those)\b", re.I),
+    re.compile(r"^what (is|are) (an?|some) (examples?|ways?|things?)\b", re.I),
+    re.compile(r"^what does (the|this) (following )?(code|function|example|text|passage)\b", re.I),
+    re.compile(
+        r"\b(this|the|that|above|following) (text|passage|paragraph|excerpt|section)\b", re.I
+    ),
+    re.compile(r"\bthe following\b", re.I),
+)
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{3,}")
+_QUOTED = re.compile(r"[\"`“]([^\"`”\n]{2,40})[\"`”]")
+_STOP = frozenset(
+    [
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "with",
+        "would",
+        "could",
+        "should",
+        "does",
+        "done",
+        "have",
+        "having",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "their",
+        "them",
+        "they",
+        "then",
+        "than",
+        "from",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "about",
+        "some",
+        "such",
+        "other",
+        "more",
+        "most",
+        "many",
+        "much",
+        "very",
+        "also",
+        "just",
+        "only",
+        "mean",
+        "means",
+        "meant",
+        "used",
+        "uses",
+        "using",
+        "example",
+        "examples",
+        "way",
+        "ways",
+        "thing",
+        "things",
+        "something",
+        "anything",
+        "function",
+        "functions",
+        "code",
+        "work",
+        "works",
+        "make",
+        "makes",
+        "made",
+        "different",
+        "types",
+        "type",
+        "python",
+        "data",
+        "value",
+        "values",
+        "help",
+        "like",
+        "want",
+        "need",
+        "know",
+    ]
+)
+
+
+def is_generic(question: str) -> bool:
+    return any(t.search(question) for t in GENERIC_TEMPLATES)
+
+
+def anchored(question: str, passage: str) -> bool:
+    """The question names something of its passage: at least one word that is neither a common
+    word nor missing from the passage."""
+    words = {w.lower() for w in _WORD.findall(passage)}
+    return any(w.lower() in words and w.lower() not in _STOP for w in _WORD.findall(question))
+
+
+def tidy(question: str) -> str | None:
+    """One whole question: kept up to its first '?', capitalised; None unless it starts with an
+    interrogative or auxiliary word."""
+    q = " ".join(question.split()).strip(" \"'")
+    if "?" in q:
+        q = q[: q.index("?") + 1]
+    elif _INTERROGATIVE.match(q):
+        q = re.split(r"(?<=[.!])\s", q)[0].rstrip(" .!") + "?"
+    else:
+        return None
+    if not _INTERROGATIVE.match(q):
+        return None
+    return q[:1].upper() + q[1:]
+
+
+def parse_numbered(text: str, n: int, passage: str = "") -> list[str]:
+    """Questions from a numbered completion ("1. What …? 2. How …?"): each item tidied, and with
+    a passage, only those that are specific to it (not a generic template, and anchored)."""
     found: list[str] = []
     for item in _ITEM.split(text):
-        item = item.strip().split("\n")[0].strip()
-        if "?" in item:
-            found.append(item[: item.index("?") + 1])
-        elif _INTERROGATIVE.match(item):
-            sentence = re.split(r"(?<=[.!])\s", item)[0].rstrip(" .!")
-            found.append(sentence + "?")
+        q = tidy(item.strip().split("\n")[0])
+        if q is None or is_generic(q):
+            continue
+        if passage and not anchored(q, passage):
+            continue
+        found.append(q)
     return clean_questions(found, n)
+
+
+def subject_question(text: str) -> str:
+    """An LLM-free fallback that is still specific: about the chunk's title or its first quoted
+    name ("What does \"assert\" do?"), else its rarest long word."""
+    lines = [ln.strip(" *=#-") for ln in text.strip().splitlines() if ln.strip(" *=#-")]
+    title = lines[0] if lines else ""
+    if title and len(title) <= 60 and len(lines) > 1 and not title.endswith((".", ":", ",")):
+        return f"What are {title}?" if title.endswith("s") else f"What is {title}?"
+    quoted = _QUOTED.search(text)
+    if quoted:
+        return f'What does "{quoted.group(1).strip()}" do?'
+    words = [w for w in _WORD.findall(text) if w.lower() not in _STOP]
+    subject = max(words, key=len) if words else "this topic"
+    return f"What is {subject}?"
 
 
 class LocalGenerator:
@@ -165,25 +303,29 @@ class LocalGenerator:
         prompt = f"Passage: {passage}\n\n{ask} that this passage answers:\n1. {lead}"
         inputs = tok(prompt, return_tensors="pt")
         with _run_lock, torch.no_grad():
+            # One question: stop at its "?" or the end of its line instead of letting the
+            # model write items nobody reads (about 3× faster on the demo).
+            stop = {"stop_strings": ["?", "\n"], "tokenizer": tok} if n == 1 else {}
             out = model.generate(
                 **inputs,
                 max_new_tokens=self._per_q * n + 10,
                 do_sample=False,
                 repetition_penalty=1.2,
                 pad_token_id=tok.eos_token_id,
+                **stop,
             )
-        reply = "1." + tok.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        return parse_numbered(reply, n)
+        # The lead word is part of the first question: the reply continues it ("1. What" + " is…").
+        continuation = tok.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return parse_numbered(f"1. {lead}{continuation}", n, passage)
 
     async def generate(self, text: str, n: int) -> list[str]:
         for attempt in range(ATTEMPTS):
             questions = await asyncio.to_thread(self._generate_sync, text, n, attempt)
             if questions:
                 return questions
-        raise LLMError(
-            f"The local model wrote no usable question for a chunk in {ATTEMPTS} tries. "
-            "Configure an OpenAI-compatible LLM for better questions, then Proceed."
-        )
+        # The tries wrote nothing specific: a question about the chunk's own subject is better
+        # than failing the run or keeping "What does it do?".
+        return [subject_question(text)]
 
     async def aclose(self) -> None:
         return None

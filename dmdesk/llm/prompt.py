@@ -10,9 +10,13 @@ MIN_QUESTION_CHARS = 8
 MAX_QUESTION_CHARS = 300
 
 SYSTEM = (
-    "You write search questions for a retrieval training set. Given a passage, write questions "
-    "that a user could ask and that this passage answers. Each question must stand alone (no "
-    "'this passage', no 'the text'). Reply with JSON only: {\"questions\": [\"...\", ...]}."
+    "You write search questions for a retrieval training set. Given a passage from a knowledge "
+    "base, write questions that a user of that knowledge base would type into its search box "
+    "and that this passage answers best. Each question is one self-contained sentence ending "
+    "in '?', names the specific subject (a command, function, setting, concept) instead of "
+    "saying 'this passage', 'the text', 'the following' or 'it', and could not be answered "
+    "just as well by most other passages. Reply with JSON only: "
+    '{"questions": ["...", ...]}.'
 )
 
 PASSAGE_OPEN = "<passage>"

@@ -100,6 +100,8 @@ class GenerationJob:
             with heartbeat:
                 self._heartbeat = heartbeat
                 run_on_own_loop(self._main())
+                if self.processed >= self.total and self._failure is None:
+                    self._assess_quality()
         except _LostRun:
             log.warning("run %s: no longer ours; stopping without touching it", self.run_id)
             return self.runs.get_run(self.run_id)
@@ -333,7 +335,7 @@ class GenerationJob:
         are not done. Never below where this session started."""
         return max(self._start_row, min(self._inflight | {self._frontier[0]}))
 
-    def _report(self) -> None:
+    def _report(self, message: str = "") -> None:
         try:
             self.progress(
                 ProgressUpdate(
@@ -342,10 +344,25 @@ class GenerationJob:
                     processed=self.processed,
                     total=self.total,
                     pair_count=self.pairs,
+                    message=message,
                 )
             )
         except Exception:  # a broken progress consumer must not kill the run
             log.exception("progress callback failed")
+
+    def _assess_quality(self) -> None:
+        """Flag weak pairs (dmdesk.services.quality) before the run becomes `generated`. A
+        failure is logged, never fatal: the pairs then stay unflagged."""
+        if not self.ctx.config.quality_filters:
+            return
+        from dmdesk.services.quality import assess_run
+
+        try:
+            assess_run(self.ctx, self.run_id, self._report, self.cancel)
+        except Cancelled:
+            raise
+        except Exception as exc:
+            log.warning("run %s: quality filters skipped: %s", self.run_id, exc)
 
     def _finish(self) -> RunView:
         with session_scope(self.ctx.sessions) as s:

@@ -3,7 +3,8 @@
 Local stores are searched with numpy over the store's embedding matrix (deeplake 3.9's own local
 search needs `exec_option="python"` and is slower); DeepLake Cloud stores through
 `VectorStore.search(..., deep_memory=...)`. "With Deep Memory" on a local store means the active
-adapter of the local engine for that store (the last completed local run).
+model of the store (dmdesk.services.activation): a local adapter, or DeepLake Cloud's Deep
+Memory; only a model that passed the activation guard, or that the admin chose.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ import numpy as np
 from dmdesk.deepmemory import adapters
 from dmdesk.deepmemory.metrics import retrieval_metrics
 from dmdesk.domain.errors import InvalidSettings, RuleViolation, VectorStoreError
-from dmdesk.embeddings import DeepLakeEmbedding, EmbeddingFunction, make_embedding
+from dmdesk.embeddings import (
+    DeepLakeEmbedding,
+    EmbeddingFunction,
+    close_embedding,
+    make_embedding,
+)
 from dmdesk.services.context import ServiceContext
 from dmdesk.vectorstore._deeplake import import_deeplake
 from dmdesk.vectorstore.service import VectorStoreService
@@ -41,37 +47,84 @@ def _embedding(ctx: ServiceContext) -> EmbeddingFunction:
 
 def _no_adapter(ctx: ServiceContext) -> RuleViolation:
     return RuleViolation(
-        f"No Deep Memory is active for {ctx.config.vector_store_path}: train a run with the local "
-        "engine first (dmdesk train RUN_ID)."
+        f"No Deep Memory is active for {ctx.config.vector_store_path}: a trained model is used "
+        "only once it measurably improved retrieval, or when you choose it (dmdesk activate "
+        "RUN_ID)."
     )
 
 
-def search(ctx: ServiceContext, query: str, k: int = 5, deep_memory: bool = False) -> list[Hit]:
+def _validate(query: str, k: int) -> None:
     if not query.strip():
         raise InvalidSettings("The search query is empty.")
     if k < 1:
         raise InvalidSettings("-k must be at least 1.")
-    embed = _embedding(ctx)
+
+
+def search(ctx: ServiceContext, query: str, k: int = 5, deep_memory: bool = False) -> list[Hit]:
+    """The top k chunks for the query, with the active Deep Memory when asked (and only a model
+    that passed the activation guard or that the admin chose)."""
+    _validate(query, k)
+    without, with_dm = compare(ctx, query, k, plain=not deep_memory, deep_memory=deep_memory)
+    return with_dm if deep_memory and with_dm is not None else without
+
+
+def compare(
+    ctx: ServiceContext,
+    query: str,
+    k: int = 5,
+    *,
+    plain: bool = True,
+    deep_memory: bool = True,
+) -> tuple[list[Hit], list[Hit] | None]:
+    """Results without and with the active Deep Memory, side by side (the window's search box).
+    `with` is None when no model is active (and `deep_memory` was not insisted on)."""
+    _validate(query, k)
     store = ctx.vector_store_factory(ctx.config.vector_store_path)
-    if store.is_cloud:
-        return _search_cloud(ctx, store, embed, query, k, deep_memory)
-    q = embed([query])
-    if deep_memory:
+    active = adapters.active_run(ctx.config.data_dir, ctx.config.vector_store_path)
+    adapter = None
+    if active is not None and not store.is_cloud:
         adapter = adapters.active_adapter(ctx.config.data_dir, ctx.config.vector_store_path)
-        if adapter is None:
-            raise _no_adapter(ctx)
-        q = adapter.apply(q)
+    use_dm = deep_memory and active is not None and (store.is_cloud or adapter is not None)
+    if deep_memory and not plain and not use_dm:
+        raise _no_adapter(ctx)
+    embed = _embedding(ctx)
+    try:
+        return _ranked(ctx, store, embed, query, k, plain, use_dm, adapter)
+    finally:
+        close_embedding(embed)
+
+
+def _ranked(
+    ctx: ServiceContext,
+    store: VectorStoreService,
+    embed: EmbeddingFunction,
+    query: str,
+    k: int,
+    plain: bool,
+    use_dm: bool,
+    adapter: adapters.Adapter | None,
+) -> tuple[list[Hit], list[Hit] | None]:
+    if store.is_cloud:
+        without = _search_cloud(ctx, store, embed, query, k, False) if plain else []
+        with_dm = _search_cloud(ctx, store, embed, query, k, True) if use_dm else None
+        return without, with_dm
+    q = embed([query])
     ids, corpus = store.corpus_embeddings(embed)
     if q.shape[1] != corpus.shape[1]:
         raise InvalidSettings(
             f"The store's embeddings are {corpus.shape[1]}-d but DMDESK_EMBEDDING="
             f"{ctx.config.embedding} gives {q.shape[1]}-d."
         )
-    scores = corpus @ q[0]
-    top = np.argsort(-scores)[:k]
-    texts = store.read_texts(sorted(top.tolist()))
-    text_of = dict(zip(sorted(top.tolist()), texts, strict=True))
-    return [Hit(ids[i], float(scores[i]), text_of[i]) for i in top.tolist()]
+
+    def top_k(vector: np.ndarray) -> list[Hit]:
+        scores = corpus @ vector
+        top = np.argsort(-scores)[:k].tolist()
+        text_of = dict(zip(sorted(top), store.read_texts(sorted(top)), strict=True))
+        return [Hit(ids[i], float(scores[i]), text_of[i]) for i in top]
+
+    without = top_k(q[0]) if plain else []
+    with_dm = top_k(adapter.apply(q)[0]) if adapter is not None and use_dm else None
+    return without, with_dm
 
 
 def _search_cloud(

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
+from dmdesk.deepmemory import adapters
 from dmdesk.domain.errors import (
     GenerationBlocked,
     InvalidSettings,
@@ -48,7 +49,9 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[ProgressUpdate], None]
 
 
-def to_view(run: TrainingRun, approved_count: int = 0) -> RunView:
+def to_view(
+    run: TrainingRun, approved_count: int = 0, active_runs: frozenset[int] = frozenset()
+) -> RunView:
     return RunView(
         id=run.id,
         status=RunStatus(run.status),
@@ -63,6 +66,7 @@ def to_view(run: TrainingRun, approved_count: int = 0) -> RunView:
         updated_at=run.updated_at,
         heartbeat_at=run.heartbeat_at,
         approved_count=approved_count,
+        model_active=run.id in active_runs,
     )
 
 
@@ -89,8 +93,12 @@ class TrainingRunService:
             .outerjoin(counts, counts.c.training_run_id == TrainingRun.id)
             .order_by(TrainingRun.id.desc())
         )
+        active = self._active_runs()
         with session_scope(self.ctx.sessions) as s:
-            return [to_view(run, n) for run, n in s.execute(stmt).all()]
+            return [to_view(run, n, active) for run, n in s.execute(stmt).all()]
+
+    def _active_runs(self) -> frozenset[int]:
+        return adapters.active_runs(self.ctx.config.data_dir)
 
     def get_run(self, run_id: int) -> RunView:
         with session_scope(self.ctx.sessions) as s:
@@ -105,7 +113,7 @@ class TrainingRunService:
             .select_from(TrainingPair)
             .where(TrainingPair.training_run_id == run_id, TrainingPair.approved.is_(True))
         )
-        return to_view(run, approved or 0)
+        return to_view(run, approved or 0, self._active_runs())
 
     def blocking_run(self) -> RunView | None:
         """The run that blocks a new generation (FR-2), if any."""
@@ -346,6 +354,7 @@ class TrainingRunService:
                     question=p.question,
                     approved=p.approved,
                     created_at=p.created_at,
+                    flags=p.flags,
                 )
                 for p in s.scalars(stmt)
             ]
@@ -400,15 +409,36 @@ class TrainingRunService:
             )
             return len(ids)
 
-    def approve_all(self, run_id: int) -> int:
+    def approve_all(self, run_id: int, *, include_flagged: bool = False) -> int:
+        """Approve every pair not reviewed yet — never one the admin rejected. Pairs the quality
+        filters flagged (and so rejected) are approved only with `include_flagged`."""
+        unreviewed = TrainingPair.approved.is_(None)
+        flagged_only = TrainingPair.flags.is_not(None) & TrainingPair.approved.is_(False)
         with session_scope(self.ctx.sessions) as s:
             self._reviewable(s, run_id)
             return s.execute(
                 update(TrainingPair)
-                .where(TrainingPair.training_run_id == run_id)
+                .where(
+                    TrainingPair.training_run_id == run_id,
+                    (unreviewed | flagged_only) if include_flagged else unreviewed,
+                )
                 .values(approved=True)
                 .execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]
+
+    def review_counts(self, run_id: int) -> dict[str, int]:
+        """approved / rejected / flagged / unreviewed pairs of a run, in one query."""
+        p = TrainingPair
+        with session_scope(self.ctx.sessions) as s:
+            row = s.execute(
+                select(
+                    func.count().filter(p.approved.is_(True)),
+                    func.count().filter(p.approved.is_(False)),
+                    func.count().filter(p.flags.is_not(None)),
+                    func.count().filter(p.approved.is_(None)),
+                ).where(p.training_run_id == run_id)
+            ).one()
+        return dict(zip(("approved", "rejected", "flagged", "unreviewed"), row, strict=True))
 
     # -- training ------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The training job: approved pairs → a Deep Memory backend → metrics (DESIGN.md "Training job").
 
 * The backend's job id is stored the moment the backend has one, so a crash keeps it.
-* Success: `completed` with the backend's metrics.
+* Success: `completed` with the backend's metrics and the activation guard's verdict; the model
+  is used only when the guard measured a gain on unseen pairs (dmdesk.services.activation).
 * Failure (Scenario 2, FR-4.6): `training_failed` with a readable error; the job id and any
   partial metrics are kept for diagnostics. Proceed (FR-4) re-runs this job with the same
   approved pairs — nothing is regenerated (SC-3).
@@ -18,9 +19,11 @@ from sqlalchemy import select, update
 from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
 from dmdesk.deepmemory.base import TrainingRequest
+from dmdesk.deepmemory.guard import decide
 from dmdesk.domain.errors import Cancelled, DmdeskError, TrainingError
 from dmdesk.domain.models import ProgressUpdate, RunView
 from dmdesk.domain.status import RunStatus
+from dmdesk.services.activation import apply_guard
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.heartbeat import Heartbeat
 from dmdesk.services.runs import ProgressCallback, TrainingRunService
@@ -113,7 +116,11 @@ class TrainingJob:
                     raise _LostRun()
                 if self.cancel.is_set():
                     raise Cancelled()
-            return self._end(RunStatus.COMPLETED, metrics=metrics, error=None)
+            metrics = {**metrics, "activation": decide(metrics)}
+            view = self._end(RunStatus.COMPLETED, metrics=metrics, error=None)
+            if apply_guard(self.ctx, view):
+                return self.runs.get_run(self.run_id)
+            return view
         except _LostRun:
             log.warning("run %s: no longer ours; stopping without touching it", self.run_id)
             return self.runs.get_run(self.run_id)

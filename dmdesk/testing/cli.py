@@ -11,7 +11,12 @@ from typing import Any
 
 def dmdesk_env(root: Path, **settings: Any) -> dict[str, str]:
     """This process's environment without any DMDESK_ variable, plus a data dir and settings
-    file under `root` and the given settings (`llm_base_url="…"` → DMDESK_LLM_BASE_URL)."""
+    file under `root` and the given settings (`llm_base_url="…"` → DMDESK_LLM_BASE_URL).
+
+    The quality filters are off unless asked for (`quality_filters=True`): the test LLM server's
+    toy questions and hashed word embeddings say nothing about question quality, so tests of
+    other features would otherwise depend on arbitrary verdicts."""
+    settings.setdefault("quality_filters", False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMDESK_")}
     env["DMDESK_DATA_DIR"] = str(root / "data")
     env["DMDESK_CONFIG_FILE"] = str(root / "config.toml")

@@ -10,7 +10,8 @@ faults real LLMs show:
   `retry_after` is set), `malformed` (not JSON), `empty` (empty content), `no_questions`
   (JSON without a usable question), `drop` (connection closed without a reply), `hang` (no reply
   for `hang_s`);
-* `questions_per_reply` — force the number of questions returned (the "wrong count" fault).
+* `questions_per_reply` — force the number of questions returned (the "wrong count" fault);
+* `embeddings_status` — answer `/v1/embeddings` with this HTTP error.
 
 Knobs can be changed from another process with `POST /_control` (JSON of knobs); `GET /_stats`
 returns the counters. Every request's passage is recorded (`passages`), so a test can prove which
@@ -48,6 +49,7 @@ class Knobs:
     retry_after: float | None = None
     hang_s: float = 30.0
     questions_per_reply: int | None = None
+    embeddings_status: int | None = None  # answer /v1/embeddings with this HTTP error
 
 
 @dataclass
@@ -256,6 +258,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, asdict(self.owner.knobs))
             return
         if self.path.rstrip("/").endswith("/embeddings"):
+            if self.owner.knobs.embeddings_status:
+                status = self.owner.knobs.embeddings_status
+                self._send(status, {"error": {"message": f"embeddings down ({status})"}})
+                return
             items = body.get("input", [])
             items = [items] if isinstance(items, str) else items
             with self.owner._lock:

@@ -31,6 +31,7 @@ from dmdesk.ui.history_view import HistoryView
 from dmdesk.ui.metrics_chart import RunDetails
 from dmdesk.ui.resources import icon
 from dmdesk.ui.review_dialog import ReviewDialog
+from dmdesk.ui.search_card import SearchCard
 from dmdesk.ui.settings_card import SettingsCard
 from dmdesk.ui.workers import JobWorker, start_in_thread
 from dmdesk.ui.workflow_panel import WorkflowPanel
@@ -93,8 +94,10 @@ class DeepMemoryPage(QWidget):
         hc = QVBoxLayout(history_card)
         hc.addWidget(self.history)
         hc.addWidget(self.details)
+        self.search_card = SearchCard(ctx)
         cl.addWidget(self.workflow)
         cl.addWidget(history_card, 1)
+        cl.addWidget(self.search_card)
         cl.addWidget(self.settings_card)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -115,6 +118,8 @@ class DeepMemoryPage(QWidget):
         self.history.remove_requested.connect(self._on_remove_requested)
         self.history.selectionModel().currentRowChanged.connect(self._on_history_current_changed)
         self.history_model.modelReset.connect(self._on_history_reset)
+        self.details.use_requested.connect(self._on_use_requested)
+        self.details.stop_using_requested.connect(self._on_stop_using_requested)
         self.refresh()
 
     # -- state ---------------------------------------------------------------------------------
@@ -300,6 +305,34 @@ class DeepMemoryPage(QWidget):
         except DmdeskError as exc:
             self.show_error("Cannot delete the run", exc.message)
         self.refresh()
+
+    @Slot(int)
+    def _on_use_requested(self, run_id: int) -> None:
+        """The admin chooses this run's model for search (whatever the guard said)."""
+        from dmdesk.services import activation
+
+        try:
+            activation.activate(self.ctx, self.runs.get_run(run_id))
+        except DmdeskError as exc:
+            self.show_error("Cannot use this model", exc.message)
+        self._reshow_details(run_id)
+
+    @Slot()
+    def _on_stop_using_requested(self) -> None:
+        from dmdesk.services import activation
+
+        previous = activation.deactivate(self.ctx)
+        if previous is not None:
+            self._reshow_details(previous)
+
+    def _reshow_details(self, run_id: int) -> None:
+        try:
+            run = self.runs.get_run(run_id)
+        except DmdeskError:
+            self.refresh()
+            return
+        self.history_model.update_run(run)
+        self.details.show_run(run)
 
     @Slot(int)
     def _on_review_requested(self, run_id: int) -> None:

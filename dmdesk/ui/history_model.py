@@ -177,6 +177,10 @@ class RunHistoryModel(QAbstractItemModel):
             if col == COL_ID:
                 return f"#{run.id}"
             if col == COL_STATUS:
+                if run.status is RunStatus.COMPLETED:
+                    return (
+                        "Completed — model in use" if run.model_active else "Completed — not in use"
+                    )
                 return STATUS_TEXT[run.status]
             if col == COL_PROGRESS:
                 return run.progress_text
@@ -187,6 +191,8 @@ class RunHistoryModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if run.error_message:
                 return run.error_message
+            if run.activation_note:
+                return run.activation_note
             return f"Status: {run.status.value}"
         if role == Qt.ItemDataRole.ForegroundRole and col == COL_STATUS:
             if run.status in FAILED:

@@ -45,6 +45,7 @@ class MainWindow(QMainWindow):
                     event.ignore()
                     return
             self.page.stop_job(wait=True)
+        self.page.search_card.wait_idle()
         event.accept()
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QRectF, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QColor, QPainter
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from dmdesk.domain.models import RunView
 
@@ -67,7 +67,11 @@ class RecallChart(QWidget):
 
 
 class RunDetails(QWidget):
-    """Shown under the history for a selected completed run."""
+    """Shown under the history for a selected completed run: its held-out figures, whether its
+    model is the one search uses (and the guard's verdict), and the admin's choice."""
+
+    use_requested = Signal(int)  # run id: use this run's model
+    stop_using_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -76,14 +80,42 @@ class RunDetails(QWidget):
         layout.setContentsMargins(0, 6, 0, 0)
         self.title = QLabel()
         self.title.setObjectName("runDetailsTitle")
+        self.title.setWordWrap(True)
+        self.warning = QLabel()
+        self.warning.setObjectName("smallSampleWarning")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #92400e;")
         self.chart = RecallChart()
         self.numbers = QLabel()
         self.numbers.setObjectName("runDetailsNumbers")
         self.numbers.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.model_state = QLabel()
+        self.model_state.setObjectName("modelState")
+        self.model_state.setWordWrap(True)
+        self.model_state.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        buttons = QHBoxLayout()
+        self.use_button = QPushButton("Use this model")
+        self.use_button.setObjectName("useModelButton")
+        self.stop_using_button = QPushButton("Stop using Deep Memory")
+        self.stop_using_button.setObjectName("stopUsingButton")
+        buttons.addWidget(self.use_button)
+        buttons.addWidget(self.stop_using_button)
+        buttons.addStretch(1)
         layout.addWidget(self.title)
+        layout.addWidget(self.warning)
         layout.addWidget(self.chart)
         layout.addWidget(self.numbers)
+        layout.addWidget(self.model_state)
+        layout.addLayout(buttons)
+        self.use_button.clicked.connect(self._on_use_clicked)
+        self.stop_using_button.clicked.connect(self.stop_using_requested)
+        self._run_id: int | None = None
         self.hide()
+
+    @Slot()
+    def _on_use_clicked(self) -> None:
+        if self._run_id is not None:
+            self.use_requested.emit(self._run_id)
 
     def show_run(self, run: RunView | None) -> None:
         values = metric_pairs(run.metrics if run else None)
@@ -98,4 +130,23 @@ class RunDetails(QWidget):
         )
         self.chart.set_values(values)
         self.numbers.setText("   ".join(f"{k} {b:.3f} → {a:.3f}" for k, b, a in values))
+        decision = m.get("activation") or {}
+        if decision.get("small_sample"):
+            ci = decision.get("ci")
+            interval = f" (95 % CI of the MRR gain {ci[0]:+.3f}…{ci[1]:+.3f})" if ci else ""
+            self.warning.setText(
+                f"⚠ A small sample: {decision.get('pairs', 0)} held-out pairs{interval}. "
+                "These figures are uncertain."
+            )
+            self.warning.show()
+        else:
+            self.warning.hide()
+        self._run_id = run.id
+        note = run.activation_note or "no verdict"
+        if run.model_active:
+            self.model_state.setText(f"✓ Search uses this model. Guard: {note}")
+        else:
+            self.model_state.setText(f"Search does not use this model. Guard: {note}")
+        self.use_button.setVisible(not run.model_active)
+        self.stop_using_button.setVisible(run.model_active)
         self.show()

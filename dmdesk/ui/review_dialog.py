@@ -1,5 +1,8 @@
-"""Review dialog: the pairs of a generated run with their chunk text; approve or reject one or
-several, or approve all. Pairs and chunk texts load off the GUI thread."""
+"""Review dialog: the pairs of a generated run with the quality filters' verdict and their chunk
+text; approve (A) or reject (R) one or several, or approve all — which approves only pairs not
+reviewed yet (flagged pairs only when asked; a pair the admin rejected never). Sortable, with
+"show flagged first" and counts of approved / rejected / flagged / not reviewed. Enter does not
+approve anything. Pairs and chunk texts load off the GUI thread."""
 
 from __future__ import annotations
 
@@ -9,13 +12,15 @@ from PySide6.QtCore import (
     QAbstractTableModel,
     QModelIndex,
     QPersistentModelIndex,
+    QSortFilterProxyModel,
     Qt,
     QThread,
     Slot,
 )
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QDialog,
     QHBoxLayout,
     QHeaderView,
@@ -37,10 +42,19 @@ from dmdesk.ui.workers import TaskWorker, start_in_thread
 MAX_SHOWN = 5_000  # pairs listed at once; "Approve all" still covers every pair
 APPROVED_TEXT = {True: "✓ approved", False: "✗ rejected", None: "– not reviewed"}
 APPROVED_COLOR = {True: QColor("#15803d"), False: QColor("#b91c1c"), None: QColor("#6b7280")}
+FLAG_COLOR = QColor("#b45309")
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+COL_REVIEW, COL_VERDICT, COL_QUESTION, COL_CHUNK = range(4)
+EXCERPT = 110
+
+
+def _excerpt(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= EXCERPT else flat[: EXCERPT - 1] + "…"
 
 
 class PairTableModel(QAbstractTableModel):
-    HEADERS = ("Review", "Question", "Chunk")
+    HEADERS = ("Review", "Verdict", "Question", "Chunk")
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -56,7 +70,15 @@ class PairTableModel(QAbstractTableModel):
         for row, p in enumerate(self.pairs):
             if p.id in ids:
                 self.pairs[row] = p.model_copy(update={"approved": approved})
-                self.dataChanged.emit(self.index(row, 0), self.index(row, 0))
+                self.dataChanged.emit(self.index(row, COL_REVIEW), self.index(row, COL_REVIEW))
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "approved": sum(p.approved is True for p in self.pairs),
+            "rejected": sum(p.approved is False for p in self.pairs),
+            "flagged": sum(p.flags is not None for p in self.pairs),
+            "unreviewed": sum(p.approved is None for p in self.pairs),
+        }
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.pairs)
@@ -73,13 +95,44 @@ class PairTableModel(QAbstractTableModel):
         if not index.isValid():
             return None
         p = self.pairs[index.row()]
+        col = index.column()
+        text = self.texts.get(p.chunk_id)
         if role == Qt.ItemDataRole.DisplayRole:
-            return (APPROVED_TEXT[p.approved], p.question, p.chunk_id)[index.column()]
-        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 0:
-            return APPROVED_COLOR[p.approved]
-        if role == Qt.ItemDataRole.ToolTipRole and index.column() == 2:
-            return self.texts.get(p.chunk_id)
+            if col == COL_REVIEW:
+                return APPROVED_TEXT[p.approved]
+            if col == COL_VERDICT:
+                return f"⚑ {p.flags}" if p.flags else "ok"
+            if col == COL_QUESTION:
+                return p.question
+            return _excerpt(text) if text else p.chunk_id
+        if role == SORT_ROLE:
+            if col == COL_REVIEW:
+                return {False: 0, None: 1, True: 2}[p.approved]
+            if col == COL_VERDICT:
+                return (0 if p.flags else 1, p.id)  # flagged first, then in order
+            return p.question if col == COL_QUESTION else (text or p.chunk_id)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if col == COL_REVIEW:
+                return APPROVED_COLOR[p.approved]
+            if col == COL_VERDICT and p.flags:
+                return FLAG_COLOR
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if col == COL_VERDICT and p.flags:
+                return f"Flagged by the quality filters: {p.flags}. It starts rejected."
+            if col == COL_CHUNK:
+                return f"{p.chunk_id}\n\n{(text or '')[:2000]}"
         return None
+
+
+class _PairSort(QSortFilterProxyModel):
+    def lessThan(
+        self, left: QModelIndex | QPersistentModelIndex, right: QModelIndex | QPersistentModelIndex
+    ) -> bool:
+        a, b = left.data(SORT_ROLE), right.data(SORT_ROLE)
+        try:
+            return bool(a < b)
+        except TypeError:
+            return str(a) < str(b)
 
 
 class ReviewDialog(QDialog):
@@ -87,39 +140,84 @@ class ReviewDialog(QDialog):
         super().__init__(parent)
         self.setObjectName("reviewDialog")
         self.setWindowTitle(f"Review pairs of run #{run_id}")
-        self.resize(900, 600)
+        self.resize(1000, 640)
         self._ctx, self.run_id = ctx, run_id
         self._runs = TrainingRunService(ctx)
         self.model = PairTableModel(self)
+        self.proxy = _PairSort(self)
+        self.proxy.setSourceModel(self.model)
         layout = QVBoxLayout(self)
         self.status_label = QLabel("Loading pairs…")
         self.status_label.setObjectName("reviewStatus")
+        self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
+        self.counts_label = QLabel()
+        self.counts_label.setObjectName("reviewCounts")
+        tools = QHBoxLayout()
+        tools.addWidget(self.counts_label, 1)
+        self.flagged_first = QCheckBox("Show flagged first")
+        self.flagged_first.setObjectName("flaggedFirstCheck")
+        self.flagged_first.toggled.connect(self._on_flagged_first_toggled)
+        tools.addWidget(self.flagged_first)
+        layout.addLayout(tools)
         split = QSplitter(Qt.Orientation.Vertical)
         self.table = QTableView()
-        self.table.setModel(self.model)
+        self.table.setObjectName("pairTable")
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.proxy.sort(-1)  # generation order until a header is clicked
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(COL_QUESTION, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(COL_CHUNK, QHeaderView.ResizeMode.Stretch)
+        header.resizeSection(COL_REVIEW, 120)
+        header.resizeSection(COL_VERDICT, 200)
         self.table.verticalHeader().hide()
         self.table.selectionModel().currentRowChanged.connect(self._on_current_changed)
         self.chunk_view = QPlainTextEdit()
+        self.chunk_view.setObjectName("chunkView")
         self.chunk_view.setReadOnly(True)
         self.chunk_view.setPlaceholderText("The chunk of the selected pair appears here.")
         split.addWidget(self.table)
         split.addWidget(self.chunk_view)
-        split.setSizes([400, 160])
+        split.setSizes([420, 180])
         layout.addWidget(split, 1)
         row = QHBoxLayout()
-        self.approve_button = QPushButton("Approve")
-        self.reject_button = QPushButton("Reject")
+        self.approve_button = QPushButton("&Approve")
+        self.approve_button.setObjectName("approveButton")
+        self.approve_button.setToolTip("Approve the selected pairs (A)")
+        self.reject_button = QPushButton("&Reject")
+        self.reject_button.setObjectName("rejectButton")
+        self.reject_button.setToolTip("Reject the selected pairs (R)")
         self.approve_all_button = QPushButton("Approve All")
+        self.approve_all_button.setObjectName("approveAllButton")
+        self.approve_all_button.setToolTip(
+            "Approve every pair not reviewed yet. Pairs you rejected stay rejected."
+        )
+        self.include_flagged = QCheckBox("including flagged pairs")
+        self.include_flagged.setObjectName("includeFlaggedCheck")
         self.close_button = QPushButton("Close")
+        self.close_button.setObjectName("closeReviewButton")
         for b in (self.approve_button, self.reject_button, self.approve_all_button):
             row.addWidget(b)
             b.setEnabled(False)
+        row.addWidget(self.include_flagged)
         row.addStretch(1)
         row.addWidget(self.close_button)
         layout.addLayout(row)
+        # Enter must not approve the selected row: no button is the dialog's default.
+        for b in (
+            self.approve_button,
+            self.reject_button,
+            self.approve_all_button,
+            self.close_button,
+        ):
+            b.setAutoDefault(False)
+            b.setDefault(False)
+        for key, slot in (("A", self._on_approve_clicked), ("R", self._on_reject_clicked)):
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(slot)
         self.approve_button.clicked.connect(self._on_approve_clicked)
         self.reject_button.clicked.connect(self._on_reject_clicked)
         self.approve_all_button.clicked.connect(self._on_approve_all_clicked)
@@ -163,19 +261,36 @@ class ReviewDialog(QDialog):
         self.model.set_pairs(pairs, texts)
         shown = f"{len(pairs)} of {total}" if total > len(pairs) else f"{total}"
         self.status_label.setText(
-            f"{shown} pairs. Select pairs and approve or reject them; only approved pairs train."
+            f"{shown} pairs. Select pairs and approve (A) or reject (R) them; only approved "
+            "pairs train. Flagged pairs start rejected: the Verdict column says why."
         )
+        self._show_counts()
         for b in (self.approve_button, self.reject_button, self.approve_all_button):
             b.setEnabled(True)
         if pairs:
             self.table.selectRow(0)
+
+    def _show_counts(self) -> None:
+        c = self.model.counts()
+        self.counts_label.setText(
+            f"{c['approved']} approved · {c['rejected']} rejected · {c['flagged']} flagged · "
+            f"{c['unreviewed']} not reviewed"
+        )
+
+    @Slot(bool)
+    def _on_flagged_first_toggled(self, on: bool) -> None:
+        if on:
+            self.table.sortByColumn(COL_VERDICT, Qt.SortOrder.AscendingOrder)
+        else:
+            self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+            self.proxy.sort(-1)
 
     @Slot(str)
     def _on_load_failed(self, message: str) -> None:
         self.status_label.setText(f"Cannot load the pairs: {message}")
 
     def selected_ids(self) -> set[int]:
-        rows = {i.row() for i in self.table.selectionModel().selectedRows()}
+        rows = {self.proxy.mapToSource(i).row() for i in self.table.selectionModel().selectedRows()}
         return {self.model.pairs[r].id for r in rows}
 
     def _set(self, approved: bool) -> None:
@@ -188,6 +303,7 @@ class ReviewDialog(QDialog):
             self.status_label.setText(exc.message)
             return
         self.model.set_approved(ids, approved)
+        self._show_counts()
 
     @Slot()
     def _on_approve_clicked(self) -> None:
@@ -199,18 +315,32 @@ class ReviewDialog(QDialog):
 
     @Slot()
     def _on_approve_all_clicked(self) -> None:
+        include = self.include_flagged.isChecked()
         try:
-            n = self._runs.approve_all(self.run_id)
+            n = self._runs.approve_all(self.run_id, include_flagged=include)
         except DmdeskError as exc:
             self.status_label.setText(exc.message)
             return
-        self.model.set_approved({p.id for p in self.model.pairs}, True)
-        self.status_label.setText(f"All {n} pairs approved.")
+        # the same rule as the service: not reviewed yet, or (asked) flagged and rejected
+        self.model.set_approved(
+            {
+                p.id
+                for p in self.model.pairs
+                if p.approved is None or (include and p.flags and p.approved is False)
+            },
+            True,
+        )
+        self._show_counts()
+        left = "" if include else " Flagged pairs and pairs you rejected stay rejected."
+        self.status_label.setText(f"{n} pairs approved.{left}")
 
     @Slot(QModelIndex, QModelIndex)
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if not current.isValid():
             return
-        pair = self.model.pairs[current.row()]
+        pair = self.model.pairs[self.proxy.mapToSource(current).row()]
         text = self.model.texts.get(pair.chunk_id, "(chunk text not available)")
-        self.chunk_view.setPlainText(f"{pair.question}\n\n— chunk {pair.chunk_id} —\n{text}")
+        verdict = f"\n⚑ flagged: {pair.flags}\n" if pair.flags else ""
+        self.chunk_view.setPlainText(
+            f"{pair.question}\n{verdict}\n— chunk {pair.chunk_id} —\n{text}"
+        )

@@ -147,7 +147,13 @@ def test_generate_review_train_search_end_to_end(cli, llm_server) -> None:
     done = as_json(trained)
     assert done["status"] == "completed"
     assert {"before", "after"} <= set(done["metrics"])
-    assert done["metrics"]["heldout_pairs"] == 40
+    m = done["metrics"]
+    # 200 pairs split by chunk: about 40 held out, never trained or validated on
+    assert 25 <= m["heldout_pairs"] <= 55 and m["evaluated_on"] == "held-out pairs"
+    assert m["train_pairs"] + m["validation_pairs"] + m["heldout_pairs"] == 200
+    if not done["model_active"]:  # the guard did not see a gain: the admin may still choose
+        assert cli("search", "topic number 17", "--deep-memory").returncode == 3
+        assert cli("activate", str(run["id"])).returncode == 0
     hits = as_json(cli("search", "topic number 17", "-k", "3", "--deep-memory", "--json"))
     assert len(hits) == 3 and set(hits[0]) == {"id", "score", "text"}
     assert cli("generate", "--json").returncode == 0  # completed: a new run may start

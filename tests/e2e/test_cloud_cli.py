@@ -92,5 +92,6 @@ def test_kill_9_during_cloud_training_reattaches_without_a_second_train_request(
         final = wait_for(lambda: (r := show())["status"] == "completed" and r, timeout=120)
         assert final["deeplake_job_id"] == "job-1"
         assert len(server.calls("POST", "/api/deepmemory/v1/train")) == 1
-        assert final["metrics"]["heldout_pairs"] == 4
+        # 20 pairs leave too few on unseen chunks to judge: kept, never activated
+        assert final["metrics"]["activation"]["activated"] is False
         wait_for(lambda: not job_processes(), timeout=30)

@@ -4,7 +4,6 @@ direct numpy computation over the same embeddings (the test server's hashed embe
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +69,8 @@ def run_cli(tmp_path: Path, llm_server: FakeLLMServer):
         embedding="openai:test-embedding",
     ) | {"HOME": str(tmp_path)}
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return run_dmdesk(env, *args, timeout=120)
+    def run(*args: str, extra_env: dict[str, str] | None = None):
+        return run_dmdesk(env | (extra_env or {}), *args, timeout=120)
 
     return run
 
@@ -122,3 +121,50 @@ def test_search_json_contract(tmp_path, run_cli) -> None:
 def test_bad_retrieval_input_gets_a_message_and_exit_code(run_cli, args, code, text) -> None:
     out = run_cli(*args)
     assert out.returncode == code and text in out.stderr and "Traceback" not in out.stderr
+
+
+def test_verdicts_activation_and_export_from_the_command_line(
+    tmp_path, run_cli, llm_server
+) -> None:
+    """generate (quality filters on) → review --list shows verdicts → approve-all leaves
+    flagged pairs → train → `run` says whether the model is used → activate / --none →
+    export JSONL and BEIR, which `dmdesk evaluate` reads back."""
+    beir_folder(tmp_path)
+    assert run_cli("import", str(tmp_path / "corpus.jsonl")).returncode == 0
+    filters = {"DMDESK_QUALITY_FILTERS": "true"}
+    gen = run_cli("generate", "--wait", "--json", extra_env=filters)
+    assert gen.returncode == 0, gen.stderr
+    listed = [json.loads(line) for line in run_cli("review", "1", "--list").stdout.splitlines()]
+    assert len(listed) == 60 and all("flags" in p for p in listed)
+    flagged = [p for p in listed if p["flags"]]
+    assert all(p["approved"] is False for p in flagged)
+    approved = run_cli("review", "1", "--approve-all")
+    assert approved.returncode == 0
+    assert f"Approved {60 - len(flagged)} pairs" in approved.stdout
+    if flagged:
+        assert "flagged by the quality filters" in approved.stdout
+
+    trained = run_cli("train", "1", "--wait", "--json")
+    assert trained.returncode == 0, trained.stderr
+    shown = run_cli("run", "1").stdout
+    assert "model      " in shown and "guard      " in shown
+    assert run_cli("activate", "1").returncode == 0
+    assert json.loads(run_cli("run", "1", "--json").stdout)["model_active"] is True
+    assert run_cli("search", "w1 w2", "--deep-memory").returncode == 0
+    off = run_cli("activate", "--none")
+    assert off.returncode == 0 and "no longer uses Deep Memory" in off.stdout
+    assert json.loads(run_cli("run", "1", "--json").stdout)["model_active"] is False
+    assert run_cli("search", "w1 w2", "--deep-memory").returncode == 3
+
+    out = tmp_path / "pairs.jsonl"
+    assert run_cli("export", "1", str(out)).returncode == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 60 - len(flagged) and set(lines[0]) == {"query", "chunk_id", "pair_id"}
+    beir = tmp_path / "beir"
+    assert run_cli("export", "1", str(beir), "--format", "beir").returncode == 0
+    assert len((beir / "corpus.jsonl").read_text().splitlines()) == 60
+    evaluated = run_cli(
+        "evaluate", str(beir / "queries.jsonl"), str(beir / "qrels" / "train.tsv"), "--json"
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["without"]["queries"] == len(lines)

@@ -232,3 +232,19 @@ def test_models_match_the_migrations(url: str, engine: sa.Engine) -> None:
     # SQLite does not reflect expression indexes; compare what both dialects can see.
     diff = [d for d in diff if not (isinstance(d, tuple) and "one_open_run" in str(d))]
     assert diff == []
+
+
+def test_0003_adds_pair_flags_and_keeps_every_pair_both_ways(url: str, engine: sa.Engine) -> None:
+    migrate.upgrade(url, "0002")
+    with engine.begin() as c:
+        add_run(c, 1, "generated")
+        add_pairs(c, 1, 4)
+    migrate.upgrade(url)
+    with engine.begin() as c:
+        assert c.scalar(sa.text(f"SELECT count(*) FROM {PAIRS} WHERE flags IS NULL")) == 4
+        c.execute(sa.text(f"UPDATE {PAIRS} SET flags = 'generic' WHERE chunk_id = 'c0'"))
+    migrate.downgrade(url, "0002")
+    assert pairs_of(engine, 1) == 4
+    with engine.connect() as c:
+        columns = {col["name"] for col in sa.inspect(c).get_columns(PAIRS)}
+    assert "flags" not in columns

@@ -315,13 +315,28 @@ def test_a_stale_cloud_run_is_reattached_and_sends_no_train_request(cloud) -> No
     assert len(train_requests(server)) == 1
 
 
-def test_cloud_search_with_deep_memory_goes_through_deeplake(cloud) -> None:
+def test_cloud_search_uses_deep_memory_only_for_a_model_that_passed_or_was_chosen(
+    cloud,
+) -> None:
+    """The stand-in's Deep Memory changes nothing, so the guard measures no gain: dmdesk's own
+    search keeps plain search until the admin chooses the model."""
+    from dmdesk.domain.errors import RuleViolation
+    from dmdesk.services import activation
     from dmdesk.services.retrieval import search
 
-    ctx, _runs, _run_id, server = cloud
+    ctx, runs, run_id, server = cloud
+    runs.start_training(run_id)
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.COMPLETED
+    assert run.metrics["activation"]["activated"] is False and not run.model_active
+    assert run.metrics["activation"]["baseline"] == "no Deep Memory"
+    with pytest.raises(RuleViolation, match="No Deep Memory is active"):
+        search(ctx, "topic number 7 in detail", k=3, deep_memory=True)
+    activation.activate(ctx, run)
+    before = len(server.calls("POST", "/api/query/dataset/org/kb"))
     hits = search(ctx, "topic number 7 in detail", k=3, deep_memory=True)
     assert len(hits) == 3 and all(h.id.startswith("chunk-") for h in hits)
-    (query,) = [b["query"] for b in server.calls("POST", "/api/query/dataset/org/kb")]
+    (query,) = [b["query"] for b in server.calls("POST", "/api/query/dataset/org/kb")[before:]]
     assert "deepmemory_distance" in query
 
 

@@ -79,8 +79,12 @@ def test_local_engine_completes_with_metrics_and_an_active_adapter(
     assert run.status is RunStatus.COMPLETED, run.error_message
     m = run.metrics
     assert m["backend"] == "local" and m["evaluated_on"] == "held-out pairs"
-    assert (m["train_pairs"], m["heldout_pairs"]) == (240, 60)
+    # split by chunk: about 60 / 20 / 20, every pair in exactly one part
+    assert m["train_pairs"] + m["validation_pairs"] + m["heldout_pairs"] == 300
+    assert 40 <= m["heldout_pairs"] <= 80 and 40 <= m["validation_pairs"] <= 80
     assert m["before"]["recall@1"] < 0.2 and m["after"]["recall@1"] >= 0.9
+    assert m["activation"]["activated"] is True and m["activation"]["ci"][0] > 0
+    assert run.model_active and run.activation_note.startswith("activated: held-out MRR")
     adapter = adapters.active_adapter(ctx.config.data_dir, str(path))
     assert adapter is not None and adapter.run_id == run_id
 
@@ -102,7 +106,8 @@ def test_a_crash_mid_training_fails_the_run_and_proceed_completes(
     runs.proceed(run_id)
     done = runs.run_job(run_id)
     assert done.status is RunStatus.COMPLETED
-    assert done.metrics["train_pairs"] == 40
+    m = done.metrics
+    assert m["train_pairs"] + m["validation_pairs"] + m["heldout_pairs"] == 50
 
 
 def test_search_applies_the_active_adapter(
@@ -142,3 +147,89 @@ def test_a_store_with_other_dimensions_fails_with_a_clear_message(
     run = runs.run_job(run_id)
     assert run.status is RunStatus.TRAINING_FAILED
     assert "32-d" in run.error_message and "8-d" in run.error_message
+
+
+def wrong_pairs_run(ctx: ServiceContext, n_pairs: int = 300) -> int:
+    """Each question names one chunk but is paired with another (a consistent but random
+    mapping no linear adapter can learn): training on it can only hurt."""
+    run_id = insert_run(ctx, "generated", total=N)
+    rng = np.random.default_rng(11)
+    rows = rng.choice(N, size=n_pairs, replace=False)
+    wrong = np.roll(rows, 1)
+    from dmdesk.db.models import TrainingPair
+    from dmdesk.db.session import session_scope
+
+    with session_scope(ctx.sessions) as s:
+        for asked, paired in zip(rows, wrong, strict=True):
+            s.add(
+                TrainingPair(
+                    training_run_id=run_id,
+                    chunk_id=f"chunk-{paired:05d}",
+                    question=f"What is in chunk-{asked:05d}?",
+                    approved=True,
+                )
+            )
+    return run_id
+
+
+def test_the_guard_refuses_a_model_trained_on_wrong_pairs(
+    make_ctx: Callable[..., ServiceContext], rotated_store
+) -> None:
+    path, corpus, _rotation = rotated_store
+    ctx = make_ctx(vector_store_path=path)
+    # questions embed exactly like their chunk: plain search is already right
+    use_engine(ctx, RotatedQuestions(corpus, np.eye(32)))
+    runs = TrainingRunService(ctx)
+    run_id = wrong_pairs_run(ctx)
+    runs.start_training(run_id)
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.COMPLETED, run.error_message
+    assert run.metrics["activation"]["activated"] is False
+    assert run.activation_note.startswith("not activated: no measurable gain (")
+    assert not run.model_active
+    assert adapters.active_adapter(ctx.config.data_dir, str(path)) is None
+
+
+def test_a_new_model_must_beat_the_active_one_not_just_no_memory(
+    make_ctx: Callable[..., ServiceContext], rotated_store
+) -> None:
+    path, corpus, rotation = rotated_store
+    ctx = make_ctx(vector_store_path=path)
+    use_engine(ctx, RotatedQuestions(corpus, rotation))
+    runs = TrainingRunService(ctx)
+    first = generated_run_with_pairs(ctx)
+    runs.start_training(first)
+    assert runs.run_job(first).model_active
+    with ctx.engine.begin() as c:  # the first run is done; a second one with the same data
+        from sqlalchemy import text
+
+        c.execute(text("UPDATE deep_memory_training_runs SET status='completed'"))
+    second = generated_run_with_pairs(ctx)
+    runs.start_training(second)
+    run = runs.run_job(second)
+    decision = run.metrics["activation"]
+    assert decision["baseline"] == f"the active model (run #{first})"
+    assert decision["activated"] is False and not run.model_active
+    assert adapters.active_adapter(ctx.config.data_dir, str(path)).run_id == first
+
+
+def test_the_admin_switches_models_and_the_choice_survives_a_restart(
+    make_ctx: Callable[..., ServiceContext], rotated_store
+) -> None:
+    from dmdesk.services import activation
+
+    path, corpus, _rotation = rotated_store
+    ctx = make_ctx(vector_store_path=path)
+    use_engine(ctx, RotatedQuestions(corpus, np.eye(32)))
+    runs = TrainingRunService(ctx)
+    run_id = wrong_pairs_run(ctx)
+    runs.start_training(run_id)
+    assert not runs.run_job(run_id).model_active
+    activation.activate(ctx, runs.get_run(run_id))  # the admin overrides the guard
+    restarted = make_ctx(vector_store_path=path)
+    assert TrainingRunService(restarted).get_run(run_id).model_active
+    assert activation.active_run_id(restarted) == run_id
+    assert activation.deactivate(restarted) == run_id
+    assert activation.active_run_id(ctx) is None
+    with pytest.raises(RuleViolation, match="No Deep Memory is active"):
+        retrieval.search(ctx, "anything", 3, deep_memory=True)

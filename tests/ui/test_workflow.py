@@ -96,7 +96,8 @@ def test_review_dialog_approves_and_training_becomes_possible(
     with qtbot.waitSignal(page.job_finished, timeout=60_000) as done:
         click(qtbot, page.workflow.train_button)
     assert done.args[0].status is RunStatus.COMPLETED
-    assert len(backend.requests[0].queries) == 200
+    # "Approve All" approved every pair not reviewed yet, and left the rejected one alone
+    assert len(backend.requests[0].queries) == 199
     assert page.workflow.generate_button.isEnabled()  # completed: a new generation may start
 
 

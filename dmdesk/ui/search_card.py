@@ -1,0 +1,159 @@
+"""Look before you trust: a query, and the top results without and with Deep Memory side by side
+(issue 10). Each row shows rank, score and the chunk's text; the "±" column marks where the two
+lists differ (a chunk only one side found, or a rank that moved). The search runs off the GUI
+thread through `dmdesk.services.retrieval.compare`, the same code as `dmdesk search`."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QThread, Slot
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dmdesk.services import retrieval
+from dmdesk.services.context import ServiceContext
+from dmdesk.services.retrieval import Hit
+from dmdesk.ui.workers import TaskWorker, start_in_thread
+
+K = 5
+TEXT_CHARS = 160
+DIFF_COLOR = QColor("#7c3aed")
+
+
+def _flat(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= TEXT_CHARS else flat[: TEXT_CHARS - 1] + "…"
+
+
+def differences(own: list[Hit], other: list[Hit] | None) -> list[str]:
+    """For each hit of `own`: "" when the other list has it at the same rank, "new" when it
+    does not have it, else the rank change ("↑2" = two places higher here)."""
+    if other is None:
+        return ["" for _ in own]
+    where = {h.id: i for i, h in enumerate(other)}
+    marks = []
+    for i, h in enumerate(own):
+        if h.id not in where:
+            marks.append("new")
+        elif where[h.id] == i:
+            marks.append("")
+        else:
+            moved = where[h.id] - i
+            marks.append(f"↑{moved}" if moved > 0 else f"↓{-moved}")
+    return marks
+
+
+class SearchCard(QGroupBox):
+    def __init__(self, ctx: ServiceContext, parent: QWidget | None = None) -> None:
+        super().__init__("Try a search", parent)
+        self.setObjectName("searchCard")
+        self.ctx = ctx
+        self._worker: TaskWorker | None = None
+        self._thread: QThread | None = None
+        layout = QVBoxLayout(self)
+        row = QHBoxLayout()
+        self.query = QLineEdit()
+        self.query.setObjectName("searchBox")
+        self.query.setPlaceholderText("A question your users would ask, e.g. what does assert do")
+        self.button = QPushButton("Search")
+        self.button.setObjectName("searchButton")
+        row.addWidget(self.query, 1)
+        row.addWidget(self.button)
+        layout.addLayout(row)
+        self.status = QLabel("Compare the top results without and with Deep Memory.")
+        self.status.setObjectName("searchStatus")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        lists = QHBoxLayout()
+        self.plain = self._results("searchResultsPlain", "Without Deep Memory")
+        self.with_dm = self._results("searchResultsDeepMemory", "With Deep Memory")
+        lists.addWidget(self.plain)
+        lists.addWidget(self.with_dm)
+        layout.addLayout(lists)
+        self.query.returnPressed.connect(self._on_search_clicked)
+        self.button.clicked.connect(self._on_search_clicked)
+
+    @staticmethod
+    def _results(name: str, title: str) -> QTreeWidget:
+        tree = QTreeWidget()
+        tree.setObjectName(name)
+        tree.setHeaderLabels(["#", "±", "score", title])
+        tree.setRootIsDecorated(False)
+        tree.setWordWrap(True)
+        tree.setMinimumHeight(140)
+        for col, width in ((0, 28), (1, 34), (2, 56)):
+            tree.setColumnWidth(col, width)
+        return tree
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None
+
+    def wait_idle(self, timeout_ms: int = 15_000) -> None:
+        """Let a running search end before the window goes (a QThread must never be destroyed
+        while it runs); a search is bounded, so is this wait."""
+        if self._thread is not None and self._thread.isRunning():
+            self._thread.wait(timeout_ms)
+
+    @Slot()
+    def _on_search_clicked(self) -> None:
+        text = self.query.text().strip()
+        if not text or self.busy:
+            return
+        ctx = self.ctx
+        self.status.setText("Searching… (the first search loads the embedding model)")
+        self.button.setEnabled(False)
+        self._worker = TaskWorker(lambda: retrieval.compare(ctx, text, K))
+        self._worker.done.connect(self._on_worker_done)
+        self._worker.failed.connect(self._on_worker_failed)
+        self._worker.finished.connect(self._on_worker_finished)
+        self._thread = start_in_thread(self._worker, self)
+
+    @Slot(object)
+    def _on_worker_done(self, result: tuple[list[Hit], list[Hit] | None]) -> None:
+        without, with_dm = result
+        self._fill(self.plain, without, differences(without, with_dm))
+        if with_dm is None:
+            self.with_dm.clear()
+            item = QTreeWidgetItem(["", "", "", "No Deep Memory is in use for this store."])
+            self.with_dm.addTopLevelItem(item)
+            self.status.setText(
+                "No model is in use: train a run, or choose one under Training History."
+            )
+            return
+        self._fill(self.with_dm, with_dm, differences(with_dm, without))
+        changed = sum(1 for m in differences(with_dm, without) if m)
+        self.status.setText(
+            f"Top {K}: {changed} of {len(with_dm)} places differ with Deep Memory."
+            if changed
+            else f"Top {K}: the same with and without Deep Memory."
+        )
+
+    @staticmethod
+    def _fill(tree: QTreeWidget, hits: list[Hit], marks: list[str]) -> None:
+        tree.clear()
+        for i, (hit, mark) in enumerate(zip(hits, marks, strict=True), 1):
+            item = QTreeWidgetItem([str(i), mark, f"{hit.score:.3f}", _flat(hit.text)])
+            item.setToolTip(3, f"{hit.id}\n\n{hit.text[:2000]}")
+            if mark:
+                item.setForeground(1, DIFF_COLOR)
+            tree.addTopLevelItem(item)
+
+    @Slot(str)
+    def _on_worker_failed(self, message: str) -> None:
+        self.status.setText(f"The search failed: {message}")
+
+    @Slot()
+    def _on_worker_finished(self) -> None:
+        self._worker = None
+        self._thread = None
+        self.button.setEnabled(True)

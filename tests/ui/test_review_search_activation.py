@@ -1,0 +1,205 @@
+"""Issue 10 in the window: the review dialog's verdicts, counts, sorting and keys; "Approve All"
+leaves flagged pairs and rejections alone; the search box compares without and with Deep Memory;
+a completed run's details say whether its model is used, and the admin switches it."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt
+from sqlalchemy import text, update
+
+from dmdesk.db.models import TrainingRun
+from dmdesk.deepmemory import adapters
+from dmdesk.services import activation
+from dmdesk.services.context import ServiceContext
+from dmdesk.services.runs import TrainingRunService
+from dmdesk.testing.llm_server import EMBED_DIM
+from dmdesk.ui.main_window import MainWindow
+from dmdesk.ui.review_dialog import COL_VERDICT
+from tests.conftest import chunk_ids
+from tests.helpers import insert_pairs, insert_run
+from tests.ui.conftest import click_row
+from tests.ui.test_workflow import click
+
+FLAGGED = {"chunk-00001": "generic: 14 chunks match about as well", "chunk-00004": "malformed"}
+
+
+def generated_run_with_verdicts(ctx: ServiceContext) -> int:
+    run_id = insert_run(ctx, "generated", total=6, processed=6)
+    insert_pairs(ctx, run_id, chunk_ids(6))
+    with ctx.engine.begin() as c:
+        for cid, flags in FLAGGED.items():
+            c.execute(
+                text(
+                    "UPDATE deep_memory_training_pairs SET flags = :f, approved = false "
+                    "WHERE chunk_id = :c"
+                ),
+                {"f": flags, "c": cid},
+            )
+    return run_id
+
+
+def open_review(qtbot, window: MainWindow, run_id: int):
+    page = window.page
+    page.refresh()
+    click(qtbot, page.workflow.review_button)
+    dialog = page.review_dialog
+    qtbot.waitUntil(lambda: dialog.approve_all_button.isEnabled(), timeout=10_000)
+    return dialog
+
+
+def row_of(dialog, chunk_id: str) -> int:
+    """The view row (through the sort proxy) of a chunk's pair."""
+    for row in range(dialog.proxy.rowCount()):
+        source = dialog.proxy.mapToSource(dialog.proxy.index(row, 0)).row()
+        if dialog.model.pairs[source].chunk_id == chunk_id:
+            return row
+    raise AssertionError(chunk_id)
+
+
+def test_review_shows_verdicts_and_approve_all_leaves_flagged_and_rejected_pairs(
+    qtbot, window: MainWindow, ctx: ServiceContext
+) -> None:
+    run_id = generated_run_with_verdicts(ctx)
+    dialog = open_review(qtbot, window, run_id)
+    verdicts = {
+        p.chunk_id: dialog.model.index(i, COL_VERDICT).data()
+        for i, p in enumerate(dialog.model.pairs)
+    }
+    assert verdicts["chunk-00001"] == "⚑ generic: 14 chunks match about as well"
+    assert verdicts["chunk-00000"] == "ok"
+    assert dialog.counts_label.text() == "0 approved · 2 rejected · 2 flagged · 4 not reviewed"
+    dialog.table.selectRow(row_of(dialog, "chunk-00002"))
+    click(qtbot, dialog.reject_button)  # the admin rejects a clean pair
+    click(qtbot, dialog.approve_all_button)
+    got = {p.chunk_id: p.approved for p in TrainingRunService(ctx).list_pairs(run_id)}
+    assert got == {
+        "chunk-00000": True,
+        "chunk-00001": False,
+        "chunk-00002": False,
+        "chunk-00003": True,
+        "chunk-00004": False,
+        "chunk-00005": True,
+    }
+    assert dialog.counts_label.text() == "3 approved · 3 rejected · 2 flagged · 0 not reviewed"
+    dialog.include_flagged.setChecked(True)
+    click(qtbot, dialog.approve_all_button)
+    got = {p.chunk_id: p.approved for p in TrainingRunService(ctx).list_pairs(run_id)}
+    assert got["chunk-00001"] is True and got["chunk-00004"] is True
+    assert got["chunk-00002"] is False  # never the admin's own rejection… of a clean pair
+    dialog.reject()
+
+
+def test_review_keys_a_and_r_work_and_enter_approves_nothing(
+    qtbot, window: MainWindow, ctx: ServiceContext
+) -> None:
+    run_id = generated_run_with_verdicts(ctx)
+    dialog = open_review(qtbot, window, run_id)
+    dialog.table.setFocus()
+    dialog.table.selectRow(row_of(dialog, "chunk-00003"))
+    qtbot.keyClick(dialog.table, Qt.Key.Key_Return)
+    qtbot.keyClick(dialog.table, Qt.Key.Key_Enter)
+    assert next(p for p in dialog.model.pairs if p.chunk_id == "chunk-00003").approved is None
+    assert dialog.isVisible()
+    qtbot.keyClick(dialog.table, Qt.Key.Key_A)
+    assert next(p for p in dialog.model.pairs if p.chunk_id == "chunk-00003").approved is True
+    dialog.table.selectRow(row_of(dialog, "chunk-00005"))
+    qtbot.keyClick(dialog.table, Qt.Key.Key_R)
+    got = {p.chunk_id: p.approved for p in TrainingRunService(ctx).list_pairs(run_id)}
+    assert got["chunk-00003"] is True and got["chunk-00005"] is False
+    dialog.reject()
+
+
+def test_show_flagged_first_sorts_the_flagged_pairs_to_the_top(
+    qtbot, window: MainWindow, ctx: ServiceContext
+) -> None:
+    run_id = generated_run_with_verdicts(ctx)
+    dialog = open_review(qtbot, window, run_id)
+    assert row_of(dialog, "chunk-00000") == 0
+    dialog.flagged_first.setChecked(True)
+    assert {row_of(dialog, "chunk-00001"), row_of(dialog, "chunk-00004")} == {0, 1}
+    dialog.flagged_first.setChecked(False)
+    assert row_of(dialog, "chunk-00000") == 0
+    dialog.reject()
+
+
+def active_adapter_for(ctx: ServiceContext, run_id: int) -> None:
+    """A saved, activated adapter for the window's store: a random rotation, so the lists with
+    and without it differ."""
+    rng = np.random.default_rng(5)
+    rotation, _ = np.linalg.qr(rng.normal(size=(EMBED_DIM, EMBED_DIM)))
+    store = ctx.config.vector_store_path
+    adapters.save_adapter(ctx.config.data_dir, run_id, rotation, store, "openai:test", {})
+    adapters.activate(ctx.config.data_dir, run_id, store)
+
+
+def test_the_search_box_shows_results_without_and_with_deep_memory(
+    qtbot, window: MainWindow, ctx: ServiceContext
+) -> None:
+    card = window.page.search_card
+    card.query.setText("topic number 7 in detail")
+    with qtbot.waitSignal(card.button.clicked, timeout=1000):
+        click(qtbot, card.button)
+    qtbot.waitUntil(lambda: card.button.isEnabled(), timeout=30_000)
+    assert card.plain.topLevelItemCount() == 5
+    assert card.with_dm.topLevelItem(0).text(3) == "No Deep Memory is in use for this store."
+    assert "chunk" in card.plain.topLevelItem(0).text(3).lower()
+
+    active_adapter_for(ctx, 7)
+    click(qtbot, card.button)
+    qtbot.waitUntil(lambda: card.button.isEnabled(), timeout=30_000)
+    assert card.plain.topLevelItemCount() == card.with_dm.topLevelItemCount() == 5
+    marks = [card.with_dm.topLevelItem(i).text(1) for i in range(5)]
+    assert any(marks)  # a random rotation reorders the top 5
+    assert "places differ with Deep Memory" in card.status.text()
+
+
+def completed_run(ctx: ServiceContext) -> int:
+    run_id = insert_run(ctx, "completed")
+    metrics = {
+        "backend": "local",
+        "before": {"recall@1": 0.2, "recall@10": 0.4, "mrr": 0.25},
+        "after": {"recall@1": 0.22, "recall@10": 0.41, "mrr": 0.26},
+        "heldout_pairs": 12,
+        "evaluated_on": "held-out pairs",
+        "activation": {
+            "activated": False,
+            "reason": "not activated: no measurable gain (held-out MRR 0.250 → 0.260 …)",
+            "ci": [-0.05, 0.07],
+            "pairs": 12,
+            "small_sample": True,
+        },
+    }
+    with ctx.engine.begin() as c:
+        c.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(metrics=metrics))
+    rotation = np.eye(EMBED_DIM)
+    adapters.save_adapter(
+        ctx.config.data_dir, run_id, rotation, ctx.config.vector_store_path, "x", metrics
+    )
+    return run_id
+
+
+def test_details_say_whether_the_model_is_used_and_the_admin_switches_it(
+    qtbot, window: MainWindow, ctx: ServiceContext
+) -> None:
+    run_id = completed_run(ctx)
+    page = window.page
+    page.refresh()
+    assert page.history_model.index(0, 1).data() == "Completed — not in use"
+    click_row(qtbot, page.history, run_id)
+    details = page.details
+    assert details.isVisible()
+    assert "Search does not use this model" in details.model_state.text()
+    assert "no measurable gain" in details.model_state.text()
+    assert (
+        details.warning.isVisible() and "small sample: 12 held-out pairs" in details.warning.text()
+    )
+    assert "-0.050…+0.070" in details.warning.text()
+    click(qtbot, details.use_button)
+    assert activation.active_run_id(ctx) == run_id
+    assert "✓ Search uses this model" in details.model_state.text()
+    assert page.history_model.index(0, 1).data() == "Completed — model in use"
+    assert details.stop_using_button.isVisible() and not details.use_button.isVisible()
+    click(qtbot, details.stop_using_button)
+    assert activation.active_run_id(ctx) is None
+    assert "Search does not use this model" in details.model_state.text()
