@@ -345,3 +345,13 @@ def test_a_stale_local_training_run_is_failed_not_reattached(make_ctx, store200)
     run_id = insert_run(ctx, "training", heartbeat=long_ago(600), job_id=None)
     (recovered,) = TrainingRunService(ctx).recover_stale()
     assert recovered.id == run_id and recovered.status is RunStatus.TRAINING_FAILED
+
+
+def test_a_job_stuck_past_the_deadline_ends_with_its_state_named(cloud) -> None:
+    ctx, runs, run_id, server = cloud
+    ctx.config.cloud_deadline_s = 0.3
+    server.job_scripts = [["training"] * 100_000]
+    runs.start_training(run_id)
+    run = runs.run_job(run_id)
+    assert run.status is RunStatus.TRAINING_FAILED
+    assert "is still 'training' after" in run.error_message and run.deeplake_job_id == "job-1"
