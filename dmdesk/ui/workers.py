@@ -140,18 +140,22 @@ class TaskWorker(QObject):
 
 
 def start_in_thread(worker: QObject, parent: QObject) -> QThread:
-    """Move `worker` to a new QThread owned by `parent` and start it; both are deleted when the
-    worker finishes. Returns the thread (wait on `thread.finished` or `isFinished`).
+    """Move `worker` to a new QThread owned by `parent` and start it; the thread is deleted once
+    it has finished. Returns the thread (wait on `thread.finished` or `isFinished`).
 
-    The caller must keep a Python reference to `worker` until it finishes: a worker has no Qt
-    parent (moveToThread forbids one), so nothing else keeps its wrapper alive."""
+    The caller keeps a Python reference to `worker` and drops it once the *thread* has finished
+    (a slot of `thread.finished`): Python then deletes the worker in the GUI thread. The worker
+    is deliberately not `deleteLater`ed: Qt runs that deferred delete in the worker's thread
+    *after* `finished` is emitted, so it raced the GUI thread dropping its reference, and
+    shiboken destroyed the wrapper from both sides — a SIGSEGV at the end of a job, 1 run in 3
+    of the window test (gdb: `Shiboken::Object::destroy` from `QObject::event` in the QThread).
+    """
     thread = QThread(parent)
     worker.moveToThread(thread)
     thread.started.connect(worker.run)  # type: ignore[attr-defined]
     # Direct: QThread.quit is thread-safe. Queued to the GUI thread, the quit was lost when a
     # caller wait()ed on the thread after its own event loop had returned (the demo build hung).
     worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)  # type: ignore[attr-defined]
-    worker.finished.connect(worker.deleteLater)  # type: ignore[attr-defined]
     thread.finished.connect(thread.deleteLater)
     thread.start()
     return thread
