@@ -14,50 +14,23 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("BUGGER_OFF", "true")
 
-import keyring
-import keyring.backend
 import pytest
 
-from dmdesk.config import DmdeskConfig, load_config
-from dmdesk.services.context import ServiceContext, build_context
+from dmdesk.config import DmdeskConfig
+from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.llm_server import FakeLLMServer
+from dmdesk.testing.plugin import chunk_ids, chunk_texts
 from dmdesk.vectorstore.service import create_local_store
 
-ENV_PREFIXES = ("DMDESK_",)
-ENV_SECRETS = ("OPENAI_API_KEY", "ACTIVELOOP_TOKEN", "OPENAI_BASE_URL")
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.store.pop((service, username), None)
+pytest_plugins = ("pytester",)
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for key in list(os.environ):
-        if key.startswith(ENV_PREFIXES) or key in ENV_SECRETS:
-            monkeypatch.delenv(key, raising=False)
-    data = tmp_path / "data"
-    monkeypatch.setenv("DMDESK_DATA_DIR", str(data))
-    monkeypatch.setenv("DMDESK_CONFIG_FILE", str(tmp_path / "config.toml"))
-    ring = MemoryKeyring()
-    previous = keyring.get_keyring()
-    keyring.set_keyring(ring)
-    yield data
-    keyring.set_keyring(previous)
+def isolated_env(dmdesk_isolated: Path) -> Path:
+    """Every test of the project runs isolated, through the public plugin's fixture (one harness
+    for the project and for testers: dmdesk.testing.plugin)."""
+    return dmdesk_isolated
 
 
 @pytest.fixture(autouse=True)
@@ -93,9 +66,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def llm_server() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as srv:
-        yield srv
+def llm_server(dmdesk_llm_server: FakeLLMServer) -> FakeLLMServer:
+    return dmdesk_llm_server
 
 
 @pytest.fixture(scope="session")
@@ -113,61 +85,20 @@ def store_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], P
     return make
 
 
-def chunk_ids(n: int) -> list[str]:
-    return [f"chunk-{i:05d}" for i in range(n)]
-
-
-def chunk_texts(n: int) -> list[str]:
-    return [
-        f"Chunk {i:05d}: the knowledge base explains topic number {i} in detail." for i in range(n)
-    ]
-
-
 @pytest.fixture
 def store200(store_factory: Callable[[int], Path]) -> Path:
     return store_factory(200)
 
 
 @pytest.fixture
-def configure(
-    monkeypatch: pytest.MonkeyPatch, llm_server: FakeLLMServer
-) -> Callable[..., DmdeskConfig]:
+def configure(dmdesk_config: Callable[..., DmdeskConfig]) -> Callable[..., DmdeskConfig]:
     """Set DMDESK_* variables (name=value, None unsets) and load the configuration."""
-
-    def apply(**env: object) -> DmdeskConfig:
-        defaults = {
-            "llm_base_url": llm_server.base_url,
-            "llm_model": "test-model",
-            "deep_memory_backend": "local",
-            "llm_max_retries": 0,
-            "stale_after_s": 30,
-            # the test server's toy questions say nothing about quality (see dmdesk_env);
-            # tests of the quality filters turn them on
-            "quality_filters": False,
-        }
-        for key, value in (defaults | env).items():
-            name = f"DMDESK_{key.upper()}"
-            if value is None:
-                monkeypatch.delenv(name, raising=False)
-            else:
-                monkeypatch.setenv(name, str(value))
-        return load_config()
-
-    return apply
+    return dmdesk_config
 
 
 @pytest.fixture
-def make_ctx(configure: Callable[..., DmdeskConfig]) -> Iterator[Callable[..., ServiceContext]]:
-    made: list[ServiceContext] = []
-
-    def build(**env: object) -> ServiceContext:
-        ctx = build_context(configure(**env))
-        made.append(ctx)
-        return ctx
-
-    yield build
-    for ctx in made:
-        ctx.dispose()
+def make_ctx(dmdesk_context: Callable[..., ServiceContext]) -> Callable[..., ServiceContext]:
+    return dmdesk_context
 
 
 @pytest.fixture

@@ -110,10 +110,12 @@ class RunActions(QWidget):
         self.refresh_button = self.proceed_button = self.remove_button = None
         if run.status in ACTIVE:
             self.refresh_button = QPushButton(icon("refresh"), "Refresh")
+            self.refresh_button.setObjectName("refreshButton")
             self.refresh_button.clicked.connect(self._on_refresh_clicked)
             row.addWidget(self.refresh_button)
         if run.status in FAILED:
             self.proceed_button = QPushButton("Proceed")
+            self.proceed_button.setObjectName("proceedButton")
             self.proceed_button.setToolTip(
                 "Resume generation, skipping chunks already done"
                 if phase_label(run.status) == "generation"
@@ -121,6 +123,7 @@ class RunActions(QWidget):
             )
             self.proceed_button.clicked.connect(self._on_proceed_clicked)
             self.remove_button = QPushButton("Delete")
+            self.remove_button.setObjectName("deleteButton")
             self.remove_button.setToolTip("Delete this run and all its training pairs")
             self.remove_button.clicked.connect(self._on_remove_clicked)
             row.addWidget(self.proceed_button)

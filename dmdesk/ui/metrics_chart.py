@@ -144,7 +144,8 @@ class RunDetails(QWidget):
         self._run_id = run.id
         note = run.activation_note or "no verdict"
         if run.model_active:
-            self.model_state.setText(f"✓ Search uses this model. Guard: {note}")
+            chosen = "" if decision.get("activated") else " (your choice)"
+            self.model_state.setText(f"✓ Search uses this model{chosen}. Guard: {note}")
         else:
             self.model_state.setText(f"Search does not use this model. Guard: {note}")
         self.use_button.setVisible(not run.model_active)

@@ -172,18 +172,24 @@ def wrong_pairs_run(ctx: ServiceContext, n_pairs: int = 300) -> int:
     return run_id
 
 
-def test_the_guard_refuses_a_model_trained_on_wrong_pairs(
-    make_ctx: Callable[..., ServiceContext], rotated_store
-) -> None:
+def trained_on_wrong_pairs(make_ctx, rotated_store):
+    """A completed run whose model learned wrong pairs, on a store where questions embed exactly
+    like their chunk (plain search is already right)."""
     path, corpus, _rotation = rotated_store
     ctx = make_ctx(vector_store_path=path)
-    # questions embed exactly like their chunk: plain search is already right
     use_engine(ctx, RotatedQuestions(corpus, np.eye(32)))
     runs = TrainingRunService(ctx)
     run_id = wrong_pairs_run(ctx)
     runs.start_training(run_id)
     run = runs.run_job(run_id)
     assert run.status is RunStatus.COMPLETED, run.error_message
+    return ctx, run, path
+
+
+def test_the_guard_refuses_a_model_trained_on_wrong_pairs(
+    make_ctx: Callable[..., ServiceContext], rotated_store
+) -> None:
+    ctx, run, path = trained_on_wrong_pairs(make_ctx, rotated_store)
     assert run.metrics["activation"]["activated"] is False
     assert run.activation_note.startswith("not activated: no measurable gain (")
     assert not run.model_active
@@ -218,14 +224,10 @@ def test_the_admin_switches_models_and_the_choice_survives_a_restart(
 ) -> None:
     from dmdesk.services import activation
 
-    path, corpus, _rotation = rotated_store
-    ctx = make_ctx(vector_store_path=path)
-    use_engine(ctx, RotatedQuestions(corpus, np.eye(32)))
-    runs = TrainingRunService(ctx)
-    run_id = wrong_pairs_run(ctx)
-    runs.start_training(run_id)
-    assert not runs.run_job(run_id).model_active
-    activation.activate(ctx, runs.get_run(run_id))  # the admin overrides the guard
+    ctx, run, path = trained_on_wrong_pairs(make_ctx, rotated_store)
+    run_id = run.id
+    assert not run.model_active
+    activation.activate(ctx, run)  # the admin overrides the guard
     restarted = make_ctx(vector_store_path=path)
     assert TrainingRunService(restarted).get_run(run_id).model_active
     assert activation.active_run_id(restarted) == run_id

@@ -1,8 +1,7 @@
-"""GUI fixtures: the real main window on a real SQLite database, offscreen."""
+"""GUI fixtures: the real main window on a real SQLite database, offscreen (the window comes
+from the public `dmdesk_window` fixture of dmdesk.testing.plugin)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 from PySide6.QtCore import QPoint, Qt
@@ -15,14 +14,10 @@ from dmdesk.ui.main_window import MainWindow
 
 
 @pytest.fixture
-def window(qtbot, ctx: ServiceContext) -> Iterator[MainWindow]:
-    w = MainWindow(ctx)
-    w.ask_before_stopping = False
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    if w.page.job_running:
-        w.page.stop_job(wait=True)
+def window(dmdesk_window, ctx: ServiceContext) -> MainWindow:
+    """The main window on `ctx`, through the public plugin's `dmdesk_window` (one harness):
+    closed after the test, which fails if a QThread of it still runs."""
+    return dmdesk_window(ctx=ctx).window
 
 
 def click_row(qtbot, view: HistoryView, run_id: int) -> None:
