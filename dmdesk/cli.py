@@ -245,8 +245,20 @@ class _Bar:
             self._bar.close()
 
 
+EXIT_INTERRUPTED = 130
+
+
 def _wait(ctx: Any, run: RunView, as_json: bool) -> int:
-    """Run the job here, with a progress bar; Ctrl-C stops it cleanly (resumable)."""
+    """Run the job here, with a progress bar.
+
+    Ctrl-C (SIGINT) or SIGTERM stops it cooperatively: a signal handler sets the job's cancel
+    flag — no KeyboardInterrupt races the wait (on Python 3.11 an interrupt inside
+    `Thread.join` made a still-running thread look finished, and its result was read before it
+    existed: `KeyError: 'run'`, the run left `generating`). The run ends failed and resumable,
+    the process exits 130 with the command that continues it. A second signal exits at once;
+    the run is then recovered as interrupted once its heartbeat is stale."""
+    import signal
+
     from dmdesk.services.runs import TrainingRunService
 
     runs = TrainingRunService(ctx)
@@ -260,21 +272,42 @@ def _wait(ctx: Any, run: RunView, as_json: bool) -> int:
         except BaseException as exc:
             box["error"] = exc
 
+    def on_signal(signum: int, _frame: Any) -> None:
+        if cancel.is_set():
+            print(
+                "\ndmdesk: stopped at once; the run is recovered as interrupted.", file=sys.stderr
+            )
+            os._exit(EXIT_INTERRUPTED)
+        cancel.set()
+        print(
+            "\nStopping… (the run stays resumable; press Ctrl-C again to quit at once)",
+            file=sys.stderr,
+        )
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     t = threading.Thread(target=work, name=f"job-{run.id}")
     t.start()
     try:
         while t.is_alive():
             t.join(0.2)
-    except KeyboardInterrupt:
-        print("\nStopping… (the run stays resumable)", file=sys.stderr)
-        cancel.set()
-        t.join()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         bar.close()
     if "error" in box:
         raise box["error"]
     final: RunView = box["run"]
     _show(final, as_json)
+    if cancel.is_set() and final.status in FAILED:
+        print(
+            f"dmdesk: stopped; run #{final.id} is {final.status.value}. Continue it with: "
+            f"dmdesk proceed {final.id} --wait",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     if final.status in FAILED:
         print(f"dmdesk: run #{final.id} failed: {final.error_message}", file=sys.stderr)
         return EXIT_FAILED
