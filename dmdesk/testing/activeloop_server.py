@@ -101,6 +101,19 @@ class ActiveloopServer:
         with self._lock:
             return [b for m, p, b in self.requests if m == method and p.startswith(prefix)]
 
+    def create_store(self, name: str, ids: list[str], texts: list[str], org: str = "org") -> Path:
+        """A store `hub://org/name` as the managed database would hold it, embedded with the
+        test LLM server's embedding (so questions embedded there match)."""
+        import numpy as np
+
+        from dmdesk.testing.llm_server import embedding_for
+        from dmdesk.vectorstore.service import create_local_store
+
+        path = self.dataset_dir(org, name)
+        vectors = np.asarray([embedding_for(t) for t in texts], dtype=np.float32)
+        create_local_store(path, ids, texts, embeddings=vectors)
+        return path
+
     def dataset_dir(self, org: str, name: str) -> Path:
         # Under "vectordb/", as the Managed Tensor Database's storage is: deeplake picks its
         # `tensor_db` search (a remote TQL query) only for such a root.

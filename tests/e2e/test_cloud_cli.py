@@ -11,14 +11,12 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 
 from dmdesk.testing.activeloop_server import ActiveloopServer
 from dmdesk.testing.cli import dmdesk_env, run_dmdesk
-from dmdesk.testing.llm_server import FakeLLMServer, embedding_for
-from dmdesk.vectorstore.service import create_local_store
+from dmdesk.testing.llm_server import FakeLLMServer
 from tests.conftest import chunk_ids, chunk_texts
 
 pytestmark = pytest.mark.slow
@@ -47,13 +45,7 @@ def test_kill_9_during_cloud_training_reattaches_without_a_second_train_request(
     tmp_path: Path, llm_server: FakeLLMServer
 ) -> None:
     with ActiveloopServer(tmp_path / "cloud") as server:
-        texts = chunk_texts(20)
-        create_local_store(
-            server.dataset_dir("org", "kb"),
-            chunk_ids(20),
-            texts,
-            embeddings=np.asarray([embedding_for(t) for t in texts], dtype=np.float32),
-        )
+        server.create_store("kb", chunk_ids(20), chunk_texts(20))
         server.job_scripts = [["training"] * 100_000]
         env = dmdesk_env(
             tmp_path,

@@ -12,13 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dmdesk.testing.activeloop_server import ActiveloopServer
 from dmdesk.testing.cli import dmdesk_env, run_dmdesk
-from dmdesk.testing.llm_server import FakeLLMServer, embedding_for
-from dmdesk.vectorstore.service import create_local_store
+from dmdesk.testing.llm_server import FakeLLMServer
 from tests.conftest import chunk_ids, chunk_texts
 
 pytestmark = pytest.mark.slow
@@ -96,13 +94,7 @@ def test_sigterm_during_train_wait_leaves_a_resumable_training_failed_run(
     tmp_path: Path, llm_server: FakeLLMServer
 ) -> None:
     with ActiveloopServer(tmp_path / "cloud") as server:
-        texts = chunk_texts(20)
-        create_local_store(
-            server.dataset_dir("org", "kb"),
-            chunk_ids(20),
-            texts,
-            embeddings=np.asarray([embedding_for(t) for t in texts], dtype=np.float32),
-        )
+        server.create_store("kb", chunk_ids(20), chunk_texts(20))
         server.job_scripts = [["training"] * 100_000]
         env = dmdesk_env(
             tmp_path,

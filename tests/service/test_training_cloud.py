@@ -13,15 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 
 from dmdesk.domain.status import RunStatus
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.activeloop_server import ActiveloopServer
-from dmdesk.testing.llm_server import embedding_for
-from dmdesk.vectorstore.service import create_local_store
 from tests.conftest import chunk_ids, chunk_texts
 from tests.helpers import insert_pairs, insert_run, long_ago
 
@@ -34,13 +31,7 @@ def activeloop(tmp_path, monkeypatch) -> Iterator[ActiveloopServer]:
     with ActiveloopServer(tmp_path / "cloud") as server:
         monkeypatch.setenv("DMDESK_ACTIVELOOP_URL", server.url)
         monkeypatch.setenv("ACTIVELOOP_TOKEN", "tok-test-1234")
-        texts = chunk_texts(N_CHUNKS)
-        create_local_store(
-            server.dataset_dir("org", "kb"),
-            chunk_ids(N_CHUNKS),
-            texts,
-            embeddings=np.asarray([embedding_for(t) for t in texts], dtype=np.float32),
-        )
+        server.create_store("kb", chunk_ids(N_CHUNKS), chunk_texts(N_CHUNKS))
         yield server
 
 
