@@ -8,8 +8,13 @@ DEB_STAMP := $(VENV)/.stamp-debs
 # What Qt needs to run offscreen (without fonts every glyph is a box and nothing errors).
 QT_DEBS := libegl1 libgl1 libxkbcommon0 libfontconfig1 libfreetype6 libglib2.0-0 libx11-6 \
            libdbus-1-3 fonts-dejavu-core
-# The database-level tests also run on a throwaway PostgreSQL the tests start themselves.
-TEST_DEBS := postgresql
+# What Qt's xcb platform (a real X display) needs on top: without them `dmdesk demo` aborts on a
+# desktop with "Could not load the Qt platform plugin xcb".
+XCB_DEBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
+            libxcb-shape0 libxcb-xkb1 libxkbcommon-x11-0
+# The database-level tests also run on a throwaway PostgreSQL the tests start themselves; a few
+# GUI tests run on a real X server (Xvfb).
+TEST_DEBS := postgresql xvfb xauth
 PYTEST_ARGS ?=
 
 .PHONY: run test bench lint format clean deps debs screenshots bundle-check
@@ -28,8 +33,8 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 # Debian packages (Qt's libraries, PostgreSQL for the tests): installed when missing and we are
 # root; otherwise say what is missing.
-$(DEB_STAMP): | $(BIN)/python
-	@missing=""; for p in $(QT_DEBS) $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+$(DEB_STAMP): Makefile | $(BIN)/python
+	@missing=""; for p in $(QT_DEBS) $(XCB_DEBS) $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "Installing Debian packages:$$missing"; \
