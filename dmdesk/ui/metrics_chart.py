@@ -131,7 +131,13 @@ class RunDetails(QWidget):
         self.chart.set_values(values)
         self.numbers.setText("   ".join(f"{k} {b:.3f} → {a:.3f}" for k, b, a in values))
         decision = m.get("activation") or {}
-        if decision.get("small_sample"):
+        if where != "held-out pairs":
+            self.warning.setText(
+                "⚠ Too few pairs for a held-out test: these figures are on the pairs it trained "
+                "on and prove nothing."
+            )
+            self.warning.show()
+        elif decision.get("small_sample"):
             ci = decision.get("ci")
             interval = f" (95 % CI of the MRR gain {ci[0]:+.3f}…{ci[1]:+.3f})" if ci else ""
             self.warning.setText(
