@@ -37,7 +37,7 @@ from typing import Any
 import platformdirs
 
 from dmdesk.domain.errors import LLMError
-from dmdesk.llm.prompt import clean_questions
+from dmdesk.llm.prompt import REFERS_TO_PASSAGE, clean_questions
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_LABEL = "SmolLM2-135M-Instruct (local, offline)"
@@ -143,10 +143,7 @@ GENERIC_TEMPLATES = (
     re.compile(r"^(what|how|why) (does|do|is|are|did|can) (it|this|that|they|these|those)\b", re.I),
     re.compile(r"^what (is|are) (an?|some) (examples?|ways?|things?)\b", re.I),
     re.compile(r"^what does (the|this) (following )?(code|function|example|text|passage)\b", re.I),
-    re.compile(
-        r"\b(this|the|that|above|following) (text|passage|paragraph|excerpt|section)\b", re.I
-    ),
-    re.compile(r"\bthe following\b", re.I),
+    REFERS_TO_PASSAGE,
 )
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{3,}")
 _QUOTED = re.compile(r"[\"`“]([^\"`”\n]{2,40})[\"`”]")

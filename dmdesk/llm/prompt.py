@@ -19,6 +19,14 @@ SYSTEM = (
     '{"questions": ["...", ...]}.'
 )
 
+# A question about "the text" / "this passage" / "the following" instead of its subject: useless
+# to a user of the knowledge base (the local generator drops it, the quality filters flag it).
+REFERS_TO_PASSAGE = re.compile(
+    r"\b(the|this|that|above|following|given|provided) (text|passage|paragraph|excerpt|"
+    r"section|chunk|document|snippet|article)\b|\bthe following\b",
+    re.I,
+)
+
 PASSAGE_OPEN = "<passage>"
 PASSAGE_CLOSE = "</passage>"
 

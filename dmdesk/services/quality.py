@@ -21,7 +21,6 @@ the pairs stay unflagged and the log says why.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,17 +32,13 @@ from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
 from dmdesk.domain.errors import Cancelled
 from dmdesk.embeddings import EmbeddingFunction, close_embedding, make_embedding, normalise
+from dmdesk.llm.prompt import REFERS_TO_PASSAGE
 from dmdesk.services.context import ServiceContext
 
 log = logging.getLogger(__name__)
 
 BLOCK = 512
 EMBED_BATCH = 256
-_META = re.compile(
-    r"\b(the|this|that|above|following|given|provided) (text|passage|paragraph|excerpt|"
-    r"section|chunk|document|snippet|article|code)\b|\bthe following\b",
-    re.I,
-)
 
 
 @dataclass(frozen=True)
@@ -62,7 +57,7 @@ def malformed(question: str) -> str | None:
         return "malformed: starts mid-sentence"
     if len(q.split()) < 3:
         return "malformed: too short"
-    if _META.search(q):
+    if REFERS_TO_PASSAGE.search(q):
         return "malformed: refers to the passage, not its subject"
     return None
 
