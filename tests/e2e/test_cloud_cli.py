@@ -41,23 +41,30 @@ def job_processes() -> list[psutil.Process]:
     return found
 
 
+def cloud_env(
+    root: Path, server: ActiveloopServer, llm_server: FakeLLMServer, **settings: object
+) -> dict[str, str]:
+    """A dmdesk subprocess environment on `hub://org/kb`, with deeplake's client pointed at the
+    Activeloop stand-in and questions/embeddings from the test LLM server."""
+    return dmdesk_env(
+        root,
+        vector_store_path="hub://org/kb",
+        deep_memory_backend="deeplake",
+        embedding="openai:test-embedding",
+        llm_base_url=llm_server.base_url,
+        llm_model="test-model",
+        activeloop_url=server.url,
+        **settings,
+    ) | {"HOME": str(root), "ACTIVELOOP_TOKEN": "tok-test-1234"}
+
+
 def test_kill_9_during_cloud_training_reattaches_without_a_second_train_request(
     tmp_path: Path, llm_server: FakeLLMServer
 ) -> None:
     with ActiveloopServer(tmp_path / "cloud") as server:
         server.create_store("kb", chunk_ids(20), chunk_texts(20))
         server.job_scripts = [["training"] * 100_000]
-        env = dmdesk_env(
-            tmp_path,
-            vector_store_path="hub://org/kb",
-            deep_memory_backend="deeplake",
-            embedding="openai:test-embedding",
-            llm_base_url=llm_server.base_url,
-            llm_model="test-model",
-            activeloop_url=server.url,
-            stale_after_s=3,
-            cloud_poll_interval_s=0.2,
-        ) | {"HOME": str(tmp_path), "ACTIVELOOP_TOKEN": "tok-test-1234"}
+        env = cloud_env(tmp_path, server, llm_server, stale_after_s=3, cloud_poll_interval_s=0.2)
 
         def run(*args: str):
             return run_dmdesk(env, *args, timeout=180)

@@ -18,6 +18,7 @@ from dmdesk.testing.activeloop_server import ActiveloopServer
 from dmdesk.testing.cli import dmdesk_env, run_dmdesk
 from dmdesk.testing.llm_server import FakeLLMServer
 from tests.conftest import chunk_ids, chunk_texts
+from tests.e2e.test_cloud_cli import cloud_env
 
 pytestmark = pytest.mark.slow
 
@@ -96,15 +97,7 @@ def test_sigterm_during_train_wait_leaves_a_resumable_training_failed_run(
     with ActiveloopServer(tmp_path / "cloud") as server:
         server.create_store("kb", chunk_ids(20), chunk_texts(20))
         server.job_scripts = [["training"] * 100_000]
-        env = dmdesk_env(
-            tmp_path,
-            vector_store_path="hub://org/kb",
-            deep_memory_backend="deeplake",
-            embedding="openai:test-embedding",
-            llm_base_url=llm_server.base_url,
-            activeloop_url=server.url,
-            cloud_poll_interval_s=0.1,
-        ) | {"ACTIVELOOP_TOKEN": "tok-test-1234"}
+        env = cloud_env(tmp_path, server, llm_server, cloud_poll_interval_s=0.1)
         assert run_dmdesk(env, "generate", "--wait").returncode == 0
         assert run_dmdesk(env, "review", "1", "--approve-all").returncode == 0
         proc = popen(env, "train", "1", "--wait")
