@@ -33,10 +33,14 @@ def run_migrations_online() -> None:
     )
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # outside a transaction, or no-op
+            conn.commit()
         context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
+        # SQLAlchemy 2 connections begin on first use: alembic then sees an outer transaction
+        # and leaves committing to us (before this, `alembic upgrade` left alembic_version empty).
+        conn.commit()
 
 
 def run_migrations_offline() -> None:

@@ -7,19 +7,24 @@ install, under sys._MEIPASS in a PyInstaller bundle) — frozen apps that hard-c
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DatabaseError as SADatabaseError
 from sqlalchemy.exc import OperationalError
 
 from dmdesk.db.session import make_engine
 from dmdesk.domain.errors import DatabaseError
+
+# pg_advisory_lock key of dmdesk's schema upgrades (any constant shared by all dmdesk versions).
+MIGRATION_LOCK_KEY = 0x646D_6465_736B  # "dmdesk"
 
 
 def migrations_dir() -> Path:
@@ -71,26 +76,78 @@ def downgrade(url: str, revision: str) -> None:
     _run(url, "downgrade", revision)
 
 
+@contextlib.contextmanager
+def _schema_lock(engine: Engine) -> Iterator[None]:
+    """Serialise schema upgrades between processes: two dmdesk processes starting together on a
+    new database must not both create its tables. SQLite: a lock file next to the database
+    (`<db>.migrate.lock`); PostgreSQL: a session-level advisory lock; others: none."""
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield
+            return
+        from filelock import FileLock
+
+        with FileLock(f"{database}.migrate.lock", timeout=600):
+            yield
+    elif engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                conn.commit()
+    else:
+        yield
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Upgrade to head; refuse a database newer than this dmdesk, and say what is wrong."""
+    """Upgrade to head; refuse a database newer than this dmdesk, and say what is wrong.
+
+    The revision is read once without a lock (the common case: already at head, nothing to
+    do), and again once the schema lock is held, so the second of two racing processes sees
+    the first one's upgrade instead of repeating it."""
     url = engine.url.render_as_string(hide_password=False)
     safe = engine.url.render_as_string(hide_password=True)
     try:
-        current = current_revision(engine)
         script = ScriptDirectory.from_config(alembic_config(url))
-        if current is not None and current not in {s.revision for s in script.walk_revisions()}:
-            raise DatabaseError(
-                f"The database {safe} was written by a newer dmdesk (schema revision {current}); "
-                "this version knows up to "
-                f"{script.get_current_head()}. Upgrade dmdesk or point DMDESK_DATABASE_URL "
-                "elsewhere."
-            )
-        if current != script.get_current_head():
-            upgrade(url)
+        known = {s.revision for s in script.walk_revisions()}
+        head = script.get_current_head()
+
+        def check(current: str | None) -> bool:
+            if current is not None and current not in known:
+                raise DatabaseError(
+                    f"The database {safe} was written by a newer dmdesk (schema revision "
+                    f"{current}); this version knows up to {head}. Upgrade dmdesk or point "
+                    "DMDESK_DATABASE_URL elsewhere."
+                )
+            return current != head
+
+        if check(current_revision(engine)):
+            with _schema_lock(engine):
+                if check(current_revision(engine)):
+                    upgrade(url)
     except DatabaseError:
         raise
     except (OperationalError, SADatabaseError) as exc:
+        reason = exc.orig if hasattr(exc, "orig") else exc
+        if engine.dialect.name == "sqlite":
+            hint = (
+                "Check that the file is a dmdesk database and is writable, or set "
+                "DMDESK_DATABASE_URL."
+            )
+        else:
+            where = f"{engine.url.host or 'localhost'}:{engine.url.port or 5432}"
+            hint = (
+                f"Check that the database server at {where} is running and accepts this user, "
+                "and that DMDESK_DATABASE_URL is right."
+            )
+        raise DatabaseError(f"Cannot open the database {safe}: {reason}. {hint}") from None
+    except Exception as exc:  # a migration that failed: never a bare traceback at start-up
         raise DatabaseError(
-            f"Cannot open the database {safe}: {exc.orig if hasattr(exc, 'orig') else exc}. "
-            "Check that the file is a dmdesk database and is writable, or set DMDESK_DATABASE_URL."
+            f"Cannot upgrade the database {safe} to this dmdesk's schema "
+            f"({type(exc).__name__}: {exc}). Nothing was changed; keep a copy of the database "
+            "and report this with the log file."
         ) from None

@@ -1,8 +1,10 @@
 """Typed models of the two contract tables (DESIGN.md "Database").
 
-The single-open-run rule (FR-2) lives in the database as the partial unique index `one_open_run`
-over the constant `(1)` for every row whose status is not `completed`: a second open run, from this
-process or another, fails with an IntegrityError however the race is timed.
+One run works at a time (spec Assumption 3): the partial unique index `one_active_run` over the
+constant `(1)` for every row in an active status; a second working run, from this process or
+another, fails with an IntegrityError however the race is timed. FR-2 (no new generation while
+any run is not completed) is the service's rule (dmdesk.services.runs). Run ids are never
+reused (SQLite AUTOINCREMENT; PostgreSQL's sequence).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def status_check_sql(statuses: tuple[str, ...]) -> str:
     return "status IN (" + ", ".join(f"'{s}'" for s in statuses) + ")"
 
 
-OPEN_RUN_WHERE = "status <> 'completed'"
+ACTIVE_RUN_WHERE = "status IN ('generating', 'training')"
 
 
 def utcnow() -> datetime:
@@ -103,13 +105,14 @@ class TrainingRun(Base):
     __table_args__ = (
         CheckConstraint(status_check_sql(ALL_STATUSES), name="status"),
         Index(
-            "one_open_run",
+            "one_active_run",
             text("(1)"),
             unique=True,
-            sqlite_where=text(OPEN_RUN_WHERE),
-            postgresql_where=text(OPEN_RUN_WHERE),
+            sqlite_where=text(ACTIVE_RUN_WHERE),
+            postgresql_where=text(ACTIVE_RUN_WHERE),
         ),
         Index("ix_deep_memory_training_runs_created_at", "created_at"),
+        {"sqlite_autoincrement": True},
     )
 
 

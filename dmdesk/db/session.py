@@ -35,13 +35,13 @@ def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     except ArgumentError:
         raise DatabaseError(f"DMDESK_DATABASE_URL is not a database URL: {url!r}") from None
     path = _sqlite_path(url)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DatabaseError(
-                f"Cannot create the folder for the database {path}: {exc.strerror}"
-            ) from None
+    if path is not None and not path.parent.is_dir():
+        # dmdesk creates its own data folder (build_context); a URL naming a folder that does
+        # not exist is most likely a typo, and creating it silently would hide the database.
+        raise DatabaseError(
+            f"The folder of the database {path} does not exist: create it, or fix "
+            "DMDESK_DATABASE_URL."
+        )
     kwargs: dict = {}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}

@@ -48,12 +48,20 @@ class InvalidTransition(RuleViolation):
 
 
 class GenerationBlocked(RuleViolation):
-    """FR-2: a non-completed run exists."""
+    """FR-2: a non-completed run exists. Carries the facts (run id, status, approved pairs);
+    `message` phrases them for the command line, the window phrases them with its buttons
+    (dmdesk.ui.workflow_panel.blocked_text)."""
 
-    def __init__(self, run_id: int, status: str) -> None:
+    def __init__(self, run_id: int, status: str, approved_count: int | None = None) -> None:
         if status in ("generating_failed", "training_failed"):
             what = (
-                f"proceed with it (dmdesk proceed {run_id}) or remove it (dmdesk remove {run_id})"
+                f"proceed with it (dmdesk proceed {run_id}) or remove it "
+                f"(dmdesk remove {run_id} --yes)"
+            )
+        elif status == "generated" and approved_count == 0:
+            what = (
+                f"approve some of its pairs (dmdesk review {run_id} …) and train it, or delete "
+                f"it (dmdesk remove {run_id} --yes)"
             )
         elif status == "generated":
             what = f"review and train it (dmdesk train {run_id})"
@@ -63,7 +71,7 @@ class GenerationBlocked(RuleViolation):
             f"Run #{run_id} is {status}: a new generation can start only when every run is "
             f"completed or removed. Next step: {what}."
         )
-        self.run_id, self.status = run_id, status
+        self.run_id, self.status, self.approved_count = run_id, status, approved_count
 
 
 class RunNotFound(DmdeskError):

@@ -40,6 +40,14 @@ class RunView(BaseModel):
         return self.status in FAILED
 
     @property
+    def removable(self) -> bool:
+        """Delete is offered for failed runs (FR-5) and — our decision where the spec is silent —
+        for a generated run without any approved pair, which could otherwise never move on."""
+        return self.status in FAILED or (
+            self.status is RunStatus.GENERATED and self.approved_count == 0
+        )
+
+    @property
     def progress_text(self) -> str:
         return progress_text(self.status, self.processed_chunks, self.total_chunks)
 
@@ -84,9 +92,13 @@ class DeepMemorySettingsResponse(BaseModel):
     vector_store_path: str | None
     deep_memory_backend: Literal["deeplake", "local"]
     stale_after_s: float
+    llm_max_retries: int = 4
+    llm_timeout_s: float = 60.0
     llm_key_configured: bool
     activeloop_token_configured: bool
     is_cloud: bool
     available: bool
     unavailable_reason: str | None = None
     generator: str = ""
+    # True when dmdesk's local model writes the questions (no key, no URL): llm_model unused.
+    generator_is_local: bool = False

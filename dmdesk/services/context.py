@@ -21,6 +21,7 @@ from dmdesk.db.migrate import ensure_schema
 from dmdesk.db.models import utcnow
 from dmdesk.db.session import make_engine, make_session_factory
 from dmdesk.deepmemory.base import TrainingBackend, make_backend
+from dmdesk.domain.errors import DatabaseError
 from dmdesk.llm.base import QuestionGenerator
 from dmdesk.vectorstore.service import VectorStoreService, open_store
 
@@ -74,6 +75,13 @@ class ServiceContext:
 def build_context(config: DmdeskConfig | None = None, **overrides: Any) -> ServiceContext:
     """Load the configuration, open the database and bring it to the latest schema."""
     config = config or load_config()
+    if not config.database_url:  # the default database lives in dmdesk's own data folder
+        try:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(
+                f"Cannot create dmdesk's data folder {config.data_dir}: {exc.strerror}"
+            ) from None
     engine = make_engine(config.effective_database_url)
     ensure_schema(engine)
     return ServiceContext(

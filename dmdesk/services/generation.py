@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 
 from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
@@ -31,9 +30,7 @@ from dmdesk.domain.errors import Cancelled, DmdeskError
 from dmdesk.domain.models import ProgressUpdate, RunView
 from dmdesk.domain.status import RunStatus
 from dmdesk.llm.base import QuestionGenerator
-from dmdesk.services.context import ServiceContext
-from dmdesk.services.heartbeat import Heartbeat
-from dmdesk.services.runs import ProgressCallback, TrainingRunService
+from dmdesk.services.job import LostRun, RunJob
 from dmdesk.vectorstore.service import Chunk
 
 log = logging.getLogger(__name__)
@@ -59,29 +56,16 @@ def run_on_own_loop(coro: Any) -> None:
             loop.close()
 
 
-class _LostRun(Exception):
-    """The run is no longer ours (recovered as stale, or taken over)."""
-
-
 @dataclass
 class _Result:
     chunk: Chunk
     questions: list[str]
 
 
-class GenerationJob:
-    def __init__(
-        self,
-        ctx: ServiceContext,
-        run_id: int,
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> None:
-        self.ctx = ctx
-        self.run_id = run_id
-        self.progress = progress or (lambda _u: None)
-        self.cancel = cancel or threading.Event()
-        self.runs = TrainingRunService(ctx)
+class GenerationJob(RunJob):
+    active = RunStatus.GENERATING
+
+    def _reset_state(self) -> None:
         self.processed = 0
         self.total = 0
         self.pairs = 0
@@ -95,14 +79,15 @@ class GenerationJob:
     # -- entry ---------------------------------------------------------------------------------
 
     def run(self) -> RunView:
-        heartbeat = Heartbeat(self.ctx, self.run_id, RunStatus.GENERATING.value)
+        self._reset_state()
+        heartbeat = self.heartbeat()
         try:
             with heartbeat:
                 self._heartbeat = heartbeat
                 run_on_own_loop(self._main())
                 if self.processed >= self.total and self._failure is None:
                     self._assess_quality()
-        except _LostRun:
+        except LostRun:
             log.warning("run %s: no longer ours; stopping without touching it", self.run_id)
             return self.runs.get_run(self.run_id)
         except BaseException as exc:
@@ -201,7 +186,7 @@ class GenerationJob:
                         self._failure = Cancelled()
                     stop.set()
                 if self._heartbeat.lost.is_set():
-                    self._failure = _LostRun()
+                    self._failure = LostRun()
                     stop.set()
                 await asyncio.sleep(0.05)
 
@@ -221,7 +206,7 @@ class GenerationJob:
         await writer  # writes every finished chunk, even after a failure
         stop.set()
         await asyncio.gather(watcher, stopper, return_exceptions=True)
-        if isinstance(self._failure, _LostRun):
+        if isinstance(self._failure, LostRun):
             raise self._failure
 
     async def _write_loop(
@@ -245,7 +230,7 @@ class GenerationJob:
                 continue
             try:
                 self._write(batch)
-            except _LostRun as exc:
+            except LostRun as exc:
                 self._failure = exc
                 stop.set()
                 return
@@ -262,7 +247,7 @@ class GenerationJob:
         with session_scope(self.ctx.sessions) as s:
             run = s.get(TrainingRun, self.run_id)
             if run is None or run.status != RunStatus.GENERATING or run.owner != self.ctx.owner:
-                raise _LostRun()
+                raise LostRun()
             snapshot = dict(run.settings or {})
         if "selection" not in snapshot:
             raise DmdeskError("This run has no chunk selection recorded; remove it.")
@@ -284,26 +269,10 @@ class GenerationJob:
                 .where(TrainingPair.training_run_id == self.run_id)
             )
             self.total, self.processed, self.pairs = rows, len(done_ids), int(pairs or 0)
-            self._guarded_update(
+            self.guarded(
                 s, total_chunks=self.total, processed_chunks=self.processed, pair_count=self.pairs
             )
         return done_ids
-
-    def _guarded_update(self, s: Any, **values: Any) -> None:
-        values.setdefault("heartbeat_at", self.ctx.clock())
-        values.setdefault("updated_at", self.ctx.clock())
-        done = s.execute(
-            update(TrainingRun)
-            .where(
-                TrainingRun.id == self.run_id,
-                TrainingRun.owner == self.ctx.owner,
-                TrainingRun.status == RunStatus.GENERATING.value,
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if done != 1:
-            raise _LostRun()
 
     def _write(self, batch: list[_Result]) -> None:
         now = self.ctx.clock()
@@ -319,7 +288,7 @@ class GenerationJob:
             for q in r.questions
         ]
         with session_scope(self.ctx.sessions) as s:
-            self._guarded_update(
+            self.guarded(
                 s,
                 processed_chunks=TrainingRun.processed_chunks + len(batch),
                 pair_count=TrainingRun.pair_count + len(rows),
@@ -336,19 +305,16 @@ class GenerationJob:
         return max(self._start_row, min(self._inflight | {self._frontier[0]}))
 
     def _report(self, message: str = "") -> None:
-        try:
-            self.progress(
-                ProgressUpdate(
-                    run_id=self.run_id,
-                    phase="generation",
-                    processed=self.processed,
-                    total=self.total,
-                    pair_count=self.pairs,
-                    message=message,
-                )
+        self.emit(
+            ProgressUpdate(
+                run_id=self.run_id,
+                phase="generation",
+                processed=self.processed,
+                total=self.total,
+                pair_count=self.pairs,
+                message=message,
             )
-        except Exception:  # a broken progress consumer must not kill the run
-            log.exception("progress callback failed")
+        )
 
     def _assess_quality(self) -> None:
         """Flag weak pairs (dmdesk.services.quality) before the run becomes `generated`. A
@@ -365,11 +331,9 @@ class GenerationJob:
             log.warning("run %s: quality filters skipped: %s", self.run_id, exc)
 
     def _finish(self) -> RunView:
-        with session_scope(self.ctx.sessions) as s:
-            if self.processed < self.total:
-                return self._fail(DmdeskError("Generation ended before every chunk was done."))
-            self._guarded_update(s, status=RunStatus.GENERATED.value, owner=None)
-        return self.runs.get_run(self.run_id)
+        if self.processed < self.total:
+            return self._fail(DmdeskError("Generation ended before every chunk was done."))
+        return self.end(RunStatus.GENERATED)
 
     def _fail(self, exc: BaseException) -> RunView:
         if isinstance(exc, DmdeskError):
@@ -379,18 +343,8 @@ class GenerationJob:
             reason = f"Unexpected error ({type(exc).__name__}: {exc}). Proceed to retry."
         where = f"Generation stopped at {self.processed}/{self.total} chunks"
         message = f"{where}: {reason}" if not isinstance(exc, Cancelled) else f"{where}. {reason}"
-        try:
-            with session_scope(self.ctx.sessions) as s:
-                run = s.get(TrainingRun, self.run_id)
-                settings = dict(run.settings or {}) if run else {}
-                settings["resume_row"] = self._resume_row()
-                self._guarded_update(
-                    s,
-                    status=RunStatus.GENERATING_FAILED.value,
-                    error_message=message[:4000],
-                    owner=None,
-                    settings=settings,
-                )
-        except _LostRun:
-            pass
-        return self.runs.get_run(self.run_id)
+        settings = dict(self.runs.get_run(self.run_id).settings or {})
+        settings["resume_row"] = self._resume_row()
+        return self.end(
+            RunStatus.GENERATING_FAILED, error_message=message[:4000], settings=settings
+        )

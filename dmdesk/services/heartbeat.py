@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import update
-
-from dmdesk.db.models import TrainingRun
 from dmdesk.db.session import session_scope
+from dmdesk.domain.status import RunStatus
 from dmdesk.services.context import ServiceContext
+from dmdesk.services.transitions import write_run
 
 
 class Heartbeat:
-    def __init__(self, ctx: ServiceContext, run_id: int, status: str) -> None:
-        self._ctx, self._run_id, self._status = ctx, run_id, status
+    def __init__(self, ctx: ServiceContext, run_id: int, status: RunStatus | str) -> None:
+        self._ctx, self._run_id, self._status = ctx, run_id, RunStatus(status)
         self.interval = max(0.2, ctx.config.stale_after_s / 3)
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -27,17 +26,13 @@ class Heartbeat:
 
     def beat(self) -> bool:
         with session_scope(self._ctx.sessions) as s:
-            result = s.execute(
-                update(TrainingRun)
-                .where(
-                    TrainingRun.id == self._run_id,
-                    TrainingRun.owner == self._ctx.owner,
-                    TrainingRun.status == self._status,
-                )
-                .values(heartbeat_at=self._ctx.clock())
-                .execution_options(synchronize_session=False)
+            ok = write_run(
+                s,
+                self._run_id,
+                expect=self._status,
+                owned_by=self._ctx.owner,
+                heartbeat_at=self._ctx.clock(),
             )
-            ok = result.rowcount == 1  # type: ignore[attr-defined]
         if not ok:
             self.lost.set()
         return ok

@@ -1,14 +1,15 @@
 """TrainingRunService: every rule of ZIP-004/ZIP-005 about runs, in one place.
 
 * FR-2: `start_generation` is refused while any run is not completed. The check names the
-  blocking run; the database's `one_open_run` index makes the rule hold between processes too.
+  oldest unfinished run and runs in the insert's transaction under the database's write lock;
+  the `one_active_run` index (one working run at a time) backs it up between processes.
 * FR-3/FR-4: `proceed` moves a failed run back to its active status and clears the error; the
   caller then runs the job for that phase (`run_job`).
 * FR-5: `remove` deletes a failed run; ON DELETE CASCADE removes its pairs.
 * Stale runs (a process that died) become failed at start-up and before any new generation.
 
-Every state change is a conditional UPDATE (`WHERE id = ? AND status = ?`), so two processes
-acting on the same run cannot both succeed.
+Every state change goes through `dmdesk.services.transitions.write_run`, a conditional UPDATE
+(`WHERE id = ? AND status = ?`), so two processes acting on the same run cannot both succeed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dmdesk.domain.status import (
 )
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.settings import availability
+from dmdesk.services.transitions import insert_run, lock_runs, write_run
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +120,18 @@ class TrainingRunService:
     def blocking_run(self) -> RunView | None:
         """The run that blocks a new generation (FR-2), if any."""
         with session_scope(self.ctx.sessions) as s:
-            run = s.scalar(
-                select(TrainingRun)
-                .where(TrainingRun.status != RunStatus.COMPLETED.value)
-                .order_by(TrainingRun.id.desc())
-                .limit(1)
-            )
-            return to_view(run) if run else None
+            return self._blocking(s)
+
+    def _blocking(self, s: Session) -> RunView | None:
+        # The oldest unfinished run: the one to resolve first (a ZIP-004 database may hold
+        # several failed runs; the admin resolves them in order).
+        run_id = s.scalar(
+            select(TrainingRun.id)
+            .where(TrainingRun.status != RunStatus.COMPLETED.value)
+            .order_by(TrainingRun.id)
+            .limit(1)
+        )
+        return self._view(s, run_id) if run_id is not None else None
 
     # -- stale runs ----------------------------------------------------------------------------
 
@@ -155,47 +162,39 @@ class TrainingRunService:
                 )
             ).all()
         for run_id, status, beat, job_id, settings in stale:
-            cond = [TrainingRun.id == run_id, TrainingRun.status == status]
-            cond.append(
+            same_beat = (
                 TrainingRun.heartbeat_at.is_(None)
                 if beat is None
                 else TrainingRun.heartbeat_at == beat
             )
             settings = dict(settings or {})
+            values: dict[str, Any] = {"owner": None, "updated_at": now}
+            to: RunStatus | None
             if (
                 status == RunStatus.TRAINING
                 and job_id
                 and settings.get("deep_memory_backend") == "deeplake"
             ):
-                values: dict[str, Any] = {
+                to = None  # still training remotely: this process takes it over
+                values |= {
                     "owner": self.ctx.owner,
                     "heartbeat_at": now,
-                    "updated_at": now,
                     "settings": settings | {"attach_job_id": job_id},
                 }
-                note = f"re-attached to DeepLake job {job_id}"
             else:
                 when = beat.strftime("%Y-%m-%d %H:%M:%S UTC") if beat else "an unknown time"
                 phase = "Generation" if status == RunStatus.GENERATING else "Training"
-                note = (
+                to = FAILURE_OF[RunStatus(status)]
+                values["error_message"] = (
                     f"{phase} was interrupted: the dmdesk process running it stopped responding "
-                    f"(last heartbeat {when}). Proceed resumes it; Remove deletes it."
+                    f"(last heartbeat {when}). Proceed resumes it; Delete removes it."
                 )
-                values = {
-                    "status": FAILURE_OF[RunStatus(status)].value,
-                    "error_message": note,
-                    "owner": None,
-                    "updated_at": now,
-                }
             with session_scope(self.ctx.sessions) as s:
-                done = s.execute(
-                    update(TrainingRun)
-                    .where(*cond)
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
-                ).rowcount  # type: ignore[attr-defined]
-                if done:
-                    log.warning("run %s: %s", run_id, note)
+                if write_run(
+                    s, run_id, expect=RunStatus(status), to=to, where=(same_beat,), **values
+                ):
+                    if to is None:
+                        log.warning("run %s: re-attached to DeepLake job %s", run_id, job_id)
                     recovered.append(self._view(s, run_id))
         return recovered
 
@@ -215,22 +214,25 @@ class TrainingRunService:
         """
         self.recover_stale()
         self._require_available()
-        blocker = self.blocking_run()
+        blocker = self.blocking_run()  # early and cheap; checked again under the lock below
         if blocker is not None:
-            raise GenerationBlocked(blocker.id, blocker.status.value)
+            raise GenerationBlocked(blocker.id, blocker.status.value, blocker.approved_count)
         cfg = self.ctx.config
         store = self.ctx.vector_store_factory(cfg.vector_store_path)
         try:
             rows = store.row_count()
         finally:
             store.close()
-        if cfg.chunk_limit is not None:
-            rows = min(rows, cfg.chunk_limit)
         if rows == 0:
             raise InvalidSettings(f"The vector store {cfg.vector_store_path} has no chunks.")
+        selection: dict[str, Any] = {"rows": rows}
+        if cfg.chunk_limit is not None and cfg.chunk_limit < rows:
+            # A limited run says so: "40 of 1,234 chunks (chunk_limit)".
+            selection = {"rows": cfg.chunk_limit, "store_rows": rows, "limited_by": "chunk_limit"}
+            rows = cfg.chunk_limit
         snapshot = {
             "vector_store_path": cfg.vector_store_path,
-            "selection": {"rows": rows},
+            "selection": selection,
             "questions_per_chunk": cfg.questions_per_chunk,
             "llm_model": cfg.llm_model,
             "llm_base_url": cfg.llm_base_url,
@@ -239,28 +241,37 @@ class TrainingRunService:
             "embedding": cfg.embedding,
         }
         now = self.ctx.clock()
-        run = TrainingRun(
-            status=RunStatus.GENERATING.value,
-            total_chunks=rows,
-            processed_chunks=0,
-            pair_count=0,
-            settings=snapshot,
-            created_at=now,
-            updated_at=now,
-            heartbeat_at=now,
-            owner=self.ctx.owner,
-        )
         try:
             with session_scope(self.ctx.sessions) as s:
-                s.add(run)
-                s.flush()
+                # FR-2 in the insert's own transaction, under the database's write lock, so a
+                # run that ended (or appeared) since the check above is seen; `one_active_run`
+                # backs it up between processes.
+                lock_runs(s)
+                blocker = self._blocking(s)
+                if blocker is not None:
+                    raise GenerationBlocked(
+                        blocker.id, blocker.status.value, blocker.approved_count
+                    )
+                run = insert_run(
+                    s,
+                    total_chunks=rows,
+                    processed_chunks=0,
+                    pair_count=0,
+                    settings=snapshot,
+                    created_at=now,
+                    updated_at=now,
+                    heartbeat_at=now,
+                    owner=self.ctx.owner,
+                )
                 return self._view(s, run.id)
         except IntegrityError:
-            # Another process created a run between our check and our insert (one_open_run).
+            # Another process's run is working (one_active_run).
             blocker = self.blocking_run()
             if blocker is None:
                 raise
-            raise GenerationBlocked(blocker.id, blocker.status.value) from None
+            raise GenerationBlocked(
+                blocker.id, blocker.status.value, blocker.approved_count
+            ) from None
 
     # -- proceed / remove ----------------------------------------------------------------------
 
@@ -272,63 +283,112 @@ class TrainingRunService:
         concurrency) from the current settings, so fixing a wrong model name and proceeding
         works."""
         self.recover_stale()
+        try:
+            with session_scope(self.ctx.sessions) as s:
+                return self._proceed(s, run_id)
+        except IntegrityError:  # one_active_run: another run started working meanwhile
+            working = self._working_run()
+            raise RuleViolation(
+                f"Run #{working.id if working else '?'} is already working; proceed with run "
+                f"#{run_id} once it has finished."
+            ) from None
+
+    def _working_run(self) -> RunView | None:
         with session_scope(self.ctx.sessions) as s:
-            run = s.get(TrainingRun, run_id)
-            if run is None:
-                raise RunNotFound(run_id)
-            old = RunStatus(run.status)
-            if old not in FAILED:
-                raise RuleViolation(
-                    f"Run #{run_id} is {old.value}; only a generating_failed or training_failed "
-                    "run can proceed."
-                )
-            new = RESUMES_TO[old]
-            check_transition(old, new, run_id)
-            snapshot = dict(run.settings or {})
-            snapshot.pop("attach_job_id", None)  # Proceed re-submits; it does not re-attach
-            if new is RunStatus.GENERATING:
-                cfg = self.ctx.config
-                snapshot.update(
-                    llm_model=cfg.llm_model,
-                    llm_base_url=cfg.llm_base_url,
-                    generation_concurrency=cfg.generation_concurrency,
-                )
-            now = self.ctx.clock()
-            done = s.execute(
-                update(TrainingRun)
-                .where(TrainingRun.id == run_id, TrainingRun.status == old.value)
-                .values(
-                    status=new.value,
-                    error_message=None,
-                    settings=snapshot,
-                    heartbeat_at=now,
-                    updated_at=now,
-                    owner=self.ctx.owner,
-                )
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]
-            if not done:
-                raise RuleViolation(f"Run #{run_id} changed meanwhile; look at it again.")
-            return self._view(s, run_id)
+            run_id = s.scalar(
+                select(TrainingRun.id).where(TrainingRun.status.in_([a.value for a in ACTIVE]))
+            )
+            return self._view(s, run_id) if run_id is not None else None
+
+    def _proceed(self, s: Session, run_id: int) -> RunView:
+        """Proceed obeys the rules of a start: the FR-6 gate, one working run at a time, and
+        a training re-submission needs approved pairs."""
+        view = self._view(s, run_id)
+        old = view.status
+        if old not in FAILED:
+            raise RuleViolation(
+                f"Run #{run_id} is {old.value}; only a generating_failed or training_failed "
+                "run can proceed."
+            )
+        self._require_available()
+        working = self._working_run()
+        if working is not None:
+            raise RuleViolation(
+                f"Run #{working.id} is already working; proceed with run #{run_id} once it "
+                "has finished."
+            )
+        new = RESUMES_TO[old]
+        if new is RunStatus.TRAINING and view.approved_count == 0:
+            raise RuleViolation(
+                f"Run #{run_id} has no approved pair to train on: review its pairs first "
+                f"(dmdesk review {run_id} --approve-all), then proceed; or remove it."
+            )
+        run = s.get(TrainingRun, run_id)
+        assert run is not None
+        snapshot = dict(run.settings or {})
+        snapshot.pop("attach_job_id", None)  # Proceed re-submits; it does not re-attach
+        if new is RunStatus.GENERATING:
+            cfg = self.ctx.config
+            snapshot.update(
+                llm_model=cfg.llm_model,
+                llm_base_url=cfg.llm_base_url,
+                generation_concurrency=cfg.generation_concurrency,
+            )
+        return self._claim(s, run_id, old, new, settings=snapshot)
+
+    def _claim(
+        self, s: Session, run_id: int, old: RunStatus, new: RunStatus, **values: Any
+    ) -> RunView:
+        """Move a run into an active status owned by this process, its error cleared."""
+        now = self.ctx.clock()
+        done = write_run(
+            s,
+            run_id,
+            expect=old,
+            to=new,
+            error_message=None,
+            heartbeat_at=now,
+            updated_at=now,
+            owner=self.ctx.owner,
+            **values,
+        )
+        if not done:
+            raise RuleViolation(f"Run #{run_id} changed meanwhile; look at it again.")
+        return self._view(s, run_id)
 
     def remove(self, run_id: int) -> None:
-        """FR-5: delete a failed run; its pairs go with it (ON DELETE CASCADE)."""
+        """FR-5: delete a failed run; its pairs go with it (ON DELETE CASCADE).
+
+        Also a `generated` run without any approved pair (our decision where the spec is silent):
+        it cannot be trained and blocks every new generation (FR-2), so without this an admin who
+        rejected every pair would be stuck. The condition is re-checked in the DELETE itself, so
+        an approval racing the removal wins or loses as a whole."""
+        has_approved = (
+            select(TrainingPair.id)
+            .where(TrainingPair.training_run_id == run_id, TrainingPair.approved.is_(True))
+            .exists()
+        )
+        removable = TrainingRun.status.in_([f.value for f in FAILED]) | (
+            (TrainingRun.status == RunStatus.GENERATED.value) & ~has_approved
+        )
         with session_scope(self.ctx.sessions) as s:
-            run = s.get(TrainingRun, run_id)
-            if run is None:
-                raise RunNotFound(run_id)
-            if RunStatus(run.status) not in FAILED:
-                raise RuleViolation(
-                    f"Run #{run_id} is {run.status}; only a generating_failed or training_failed "
-                    "run can be removed."
+            view = self._view(s, run_id)
+            if not view.removable:
+                why = (
+                    f"it has {view.approved_count} approved pair(s): train it, or reject them first"
+                    if view.status is RunStatus.GENERATED
+                    else "only a failed run, or a generated run without approved pairs, can be "
+                    "removed"
                 )
+                raise RuleViolation(f"Run #{run_id} is {view.status.value}; {why}.")
             done = s.execute(
                 delete(TrainingRun)
-                .where(TrainingRun.id == run_id, TrainingRun.status.in_([f.value for f in FAILED]))
+                .where(TrainingRun.id == run_id, removable)
                 .execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]
             if not done:
                 raise RuleViolation(f"Run #{run_id} changed meanwhile; look at it again.")
+        log.info("run %s: removed with its pairs (was %s)", run_id, view.status.value)
 
     # -- review --------------------------------------------------------------------------------
 
@@ -378,7 +438,9 @@ class TrainingRunService:
         run = s.get(TrainingRun, run_id)
         if run is None:
             raise RunNotFound(run_id)
-        if run.status != RunStatus.GENERATED:
+        # A training_failed run is reviewable too: its next Proceed trains on what is approved
+        # then (a run from a ZIP-004 database may arrive there with no pair approved).
+        if run.status not in (RunStatus.GENERATED, RunStatus.TRAINING_FAILED):
             raise RuleViolation(
                 f"Run #{run_id} is {run.status}; pairs can be reviewed once generation has "
                 "finished (status generated)."
@@ -409,19 +471,24 @@ class TrainingRunService:
             )
             return len(ids)
 
-    def approve_all(self, run_id: int, *, include_flagged: bool = False) -> int:
+    def approve_all(
+        self, run_id: int, *, include_flagged: bool = False, force: bool = False
+    ) -> int:
         """Approve every pair not reviewed yet — never one the admin rejected. Pairs the quality
-        filters flagged (and so rejected) are approved only with `include_flagged`."""
+        filters flagged (and so rejected) are approved only with `include_flagged`; `force`
+        approves every pair of the run, rejections included."""
         unreviewed = TrainingPair.approved.is_(None)
         flagged_only = TrainingPair.flags.is_not(None) & TrainingPair.approved.is_(False)
+        which = [TrainingPair.training_run_id == run_id]
+        if force:
+            which.append(TrainingPair.approved.is_not(True))
+        else:
+            which.append((unreviewed | flagged_only) if include_flagged else unreviewed)
         with session_scope(self.ctx.sessions) as s:
             self._reviewable(s, run_id)
             return s.execute(
                 update(TrainingPair)
-                .where(
-                    TrainingPair.training_run_id == run_id,
-                    (unreviewed | flagged_only) if include_flagged else unreviewed,
-                )
+                .where(*which)
                 .values(approved=True)
                 .execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]
@@ -458,22 +525,7 @@ class TrainingRunService:
                     f"Run #{run_id} has no approved pair: approve pairs first "
                     f"(dmdesk review {run_id} --approve-all)."
                 )
-            now = self.ctx.clock()
-            done = s.execute(
-                update(TrainingRun)
-                .where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.GENERATED.value)
-                .values(
-                    status=RunStatus.TRAINING.value,
-                    error_message=None,
-                    heartbeat_at=now,
-                    updated_at=now,
-                    owner=self.ctx.owner,
-                )
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]
-            if not done:
-                raise RuleViolation(f"Run #{run_id} changed meanwhile; look at it again.")
-            return self._view(s, run_id)
+            return self._claim(s, run_id, RunStatus.GENERATED, RunStatus.TRAINING)
 
     # -- jobs ----------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
@@ -24,39 +24,22 @@ from dmdesk.domain.errors import Cancelled, DmdeskError, TrainingError
 from dmdesk.domain.models import ProgressUpdate, RunView
 from dmdesk.domain.status import RunStatus
 from dmdesk.services.activation import apply_guard
-from dmdesk.services.context import ServiceContext
-from dmdesk.services.heartbeat import Heartbeat
-from dmdesk.services.runs import ProgressCallback, TrainingRunService
+from dmdesk.services.job import LostRun, RunJob
 
 log = logging.getLogger(__name__)
 
 PROGRESS_SCALE = 1000  # training progress is reported as processed/1000
 
 
-class _LostRun(Exception):
-    pass
-
-
-class TrainingJob:
-    def __init__(
-        self,
-        ctx: ServiceContext,
-        run_id: int,
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-    ) -> None:
-        self.ctx = ctx
-        self.run_id = run_id
-        self.progress = progress or (lambda _u: None)
-        self.cancel = cancel or threading.Event()
-        self.runs = TrainingRunService(ctx)
+class TrainingJob(RunJob):
+    active = RunStatus.TRAINING
 
     def request(self) -> TrainingRequest:
         """The approved pairs of the run, as deeplake's `train(queries, relevance)` wants them."""
         with session_scope(self.ctx.sessions) as s:
             run = s.get(TrainingRun, self.run_id)
             if run is None or run.status != RunStatus.TRAINING or run.owner != self.ctx.owner:
-                raise _LostRun()
+                raise LostRun()
             rows = s.execute(
                 select(TrainingPair.question, TrainingPair.chunk_id)
                 .where(
@@ -77,7 +60,7 @@ class TrainingJob:
         )
 
     def run(self) -> RunView:
-        heartbeat = Heartbeat(self.ctx, self.run_id, RunStatus.TRAINING.value)
+        heartbeat = self.heartbeat()
         try:
             with heartbeat:
                 request = self.request()
@@ -113,7 +96,7 @@ class TrainingJob:
                         cancel=cancel,
                     )
                 if heartbeat.lost.is_set():
-                    raise _LostRun()
+                    raise LostRun()
                 if self.cancel.is_set():
                     raise Cancelled()
             metrics = {**metrics, "activation": decide(metrics)}
@@ -121,7 +104,7 @@ class TrainingJob:
             if apply_guard(self.ctx, view):
                 return self.runs.get_run(self.run_id)
             return view
-        except _LostRun:
+        except LostRun:
             log.warning("run %s: no longer ours; stopping without touching it", self.run_id)
             return self.runs.get_run(self.run_id)
         except TrainingError as exc:
@@ -141,25 +124,8 @@ class TrainingJob:
                 error=f"Unexpected error ({type(exc).__name__}: {exc}). Proceed to retry.",
             )
 
-    def _guarded(self, **values: Any) -> bool:
-        values.setdefault("updated_at", self.ctx.clock())
-        with session_scope(self.ctx.sessions) as s:
-            return bool(
-                s.execute(
-                    update(TrainingRun)
-                    .where(
-                        TrainingRun.id == self.run_id,
-                        TrainingRun.owner == self.ctx.owner,
-                        TrainingRun.status == RunStatus.TRAINING.value,
-                    )
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
-            )
-
     def _store_job_id(self, job_id: str) -> None:
-        if not self._guarded(deeplake_job_id=job_id):
-            raise _LostRun()
+        self.guarded_write(deeplake_job_id=job_id)
 
     def _end(
         self,
@@ -169,29 +135,25 @@ class TrainingJob:
         error: str | None,
         job_id: str | None = None,
     ) -> RunView:
-        values: dict[str, Any] = {"status": status.value, "error_message": error, "owner": None}
+        values: dict[str, Any] = {"error_message": error}
         if metrics is not None:  # partial metrics are kept; absent ones do not erase old ones
             values["metrics"] = metrics
         if job_id:
             values["deeplake_job_id"] = job_id
         if error:
             values["error_message"] = f"Training failed: {error}"[:4000]
-        self._guarded(**values)
-        return self.runs.get_run(self.run_id)
+        return self.end(status, **values)
 
     def _report(self, fraction: float, message: str = "") -> None:
-        try:
-            self.progress(
-                ProgressUpdate(
-                    run_id=self.run_id,
-                    phase="training",
-                    processed=int(max(0.0, min(1.0, fraction)) * PROGRESS_SCALE),
-                    total=PROGRESS_SCALE,
-                    message=message,
-                )
+        self.emit(
+            ProgressUpdate(
+                run_id=self.run_id,
+                phase="training",
+                processed=int(max(0.0, min(1.0, fraction)) * PROGRESS_SCALE),
+                total=PROGRESS_SCALE,
+                message=message,
             )
-        except Exception:
-            log.exception("progress callback failed")
+        )
 
 
 class _Either(threading.Event):

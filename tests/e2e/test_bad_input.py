@@ -52,9 +52,11 @@ def wrong_status_cases() -> list:
     for s in STATUSES:
         if s not in ("generating_failed", "training_failed"):
             cases.append((s, ("proceed", "1"), 3, "only a generating_failed or training_failed"))
-            cases.append((s, ("remove", "1", "--yes"), 3, "only a generating_failed or "))
+            if s != "generated":  # a generated run without approved pairs is removable
+                cases.append((s, ("remove", "1", "--yes"), 3, "only a failed run, or a gen"))
         if s != "generated":
             cases.append((s, ("train", "1"), 3, f"Run #1 is {s}"))
+        if s not in ("generated", "training_failed"):  # training_failed: review, then Proceed
             cases.append((s, ("review", "1", "--approve-all"), 3, "once generation has finished"))
             cases.append((s, ("review", "1", "--reject", "1"), 3, "once generation has finished"))
     return cases
@@ -175,7 +177,7 @@ def test_bad_database_files_exit_2(capsys, monkeypatch, tmp_path: Path) -> None:
     con.close()
     for url, fragment in (
         (f"sqlite:///{corrupt}", "Cannot open the database"),
-        (f"sqlite:///{a_file}/sub/dmdesk.db", "Cannot create the folder"),
+        (f"sqlite:///{a_file}/sub/dmdesk.db", "does not exist"),
         (f"sqlite:///{newer}", "written by a newer dmdesk"),
     ):
         monkeypatch.setenv("DMDESK_DATABASE_URL", url)

@@ -151,36 +151,105 @@ def test_downgrade_maps_both_failure_statuses_back_to_failed(url: str, engine: s
         add_run(c, 3, "generating_failed")
 
 
-def test_upgrade_refuses_several_unfinished_legacy_runs_and_changes_nothing(
+def test_upgrade_of_several_unfinished_legacy_runs_never_refuses_and_keeps_pairs(
     url: str, engine: sa.Engine
 ) -> None:
+    """Issue 12 / spec Assumption 5: a ZIP-004 database where failed runs piled up upgrades on
+    its own; each becomes a phase-specific failed run with its pairs."""
     migrate.upgrade(url, "0001")
     with engine.begin() as c:
-        add_run(c, 1, "failed")
-        add_run(c, 2, "failed", "job-2")
-        add_pairs(c, 1, 2)
-    with pytest.raises(RuntimeError, match=r"#1 \(generating_failed\), #2 \(training_failed\)"):
-        migrate.upgrade(url)
-    assert migrate.current_revision(engine) == "0001"
-    assert statuses(engine) == {1: "failed", 2: "failed"}
-    assert pairs_of(engine, 1) == 2
+        add_run(c, 1, "failed", "job-1")
+        add_run(c, 2, "failed")
+        add_run(c, 3, "failed", "job-3")
+        add_run(c, 4, "completed")
+        for run_id, n in ((1, 2), (2, 3), (3, 4)):
+            add_pairs(c, run_id, n)
+    migrate.upgrade(url)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    assert statuses(engine) == {
+        1: "training_failed",
+        2: "generating_failed",
+        3: "training_failed",
+        4: "completed",
+    }
+    assert [pairs_of(engine, r) for r in (1, 2, 3)] == [2, 3, 4]
 
 
-@pytest.mark.parametrize(
-    "first", ["generating", "generated", "training", "generating_failed", "training_failed"]
-)
-@pytest.mark.parametrize("second", ["generating", "generated", "generating_failed"])
-def test_database_refuses_a_second_open_run(
+@pytest.mark.parametrize("first", ["generating", "training"])
+@pytest.mark.parametrize("second", ["generating", "training"])
+def test_database_refuses_a_second_active_run(
     url: str, engine: sa.Engine, first: str, second: str
 ) -> None:
+    """One run works at a time (Assumption 3), whoever inserts it."""
     migrate.upgrade(url)
     with engine.begin() as c:
         add_run(c, 1, first)
     with pytest.raises(IntegrityError), engine.begin() as c:
         add_run(c, 2, second)
-    with engine.begin() as c:  # many completed runs are fine
-        add_run(c, 3, "completed")
-        add_run(c, 4, "completed")
+
+
+def test_database_holds_several_unfinished_runs_that_do_not_work(
+    url: str, engine: sa.Engine
+) -> None:
+    """FR-2 is the service's rule: the database holds several failed (or generated) runs, as
+    an upgraded ZIP-004 database does, next to one working run."""
+    migrate.upgrade(url)
+    with engine.begin() as c:
+        add_run(c, 1, "generating_failed")
+        add_run(c, 2, "training_failed")
+        add_run(c, 3, "generated")
+        add_run(c, 4, "generating")
+        add_run(c, 5, "completed")
+        add_run(c, 6, "completed")
+    assert len(statuses(engine)) == 6
+
+
+def _insert_new_run(c: sa.Connection, status: str) -> int:
+    """A run whose id the database chooses, as the app's inserts do."""
+    return c.execute(
+        sa.text(
+            f"INSERT INTO {RUNS} (status, created_at, updated_at) VALUES (:s, :t, :t) RETURNING id"
+        ),
+        {"s": status, "t": T0},
+    ).scalar_one()
+
+
+def test_run_ids_are_never_reused_after_a_removal(url: str, engine: sa.Engine) -> None:
+    """Issue 16: removing the newest run and creating another gave the same id (and the same
+    job-N.log). 0004 rebuilds the SQLite table with AUTOINCREMENT (the copied rows seed its
+    sequence); PostgreSQL's sequence never reused ids."""
+    migrate.upgrade(url, "0003")
+    with engine.begin() as c:
+        first = _insert_new_run(c, "completed")
+        second = _insert_new_run(c, "generating_failed")
+        add_pairs(c, second, 3)
+    migrate.upgrade(url)
+    assert pairs_of(engine, second) == 3  # the rebuild kept the pairs
+    with engine.begin() as c:
+        c.execute(sa.text(f"DELETE FROM {RUNS} WHERE id = :i"), {"i": second})
+    with engine.begin() as c:
+        third = _insert_new_run(c, "generating")
+    assert first < second < third
+    with engine.begin() as c:
+        c.execute(sa.text(f"DELETE FROM {RUNS} WHERE id = :i"), {"i": third})
+    with engine.begin() as c:
+        assert _insert_new_run(c, "generating") > third
+
+
+def test_0004_keeps_every_run_and_pair_both_ways(url: str, engine: sa.Engine) -> None:
+    migrate.upgrade(url, "0003")
+    with engine.begin() as c:
+        add_run(c, 1, "generating_failed")
+        add_run(c, 2, "training_failed", "job-2")
+        add_pairs(c, 1, 4)
+        add_pairs(c, 2, 5)
+    migrate.upgrade(url)
+    migrate.downgrade(url, "0003")
+    migrate.upgrade(url)
+    assert statuses(engine) == {1: "generating_failed", 2: "training_failed"}
+    assert [pairs_of(engine, 1), pairs_of(engine, 2)] == [4, 5]
+    with pytest.raises(IntegrityError), engine.begin() as c:  # the CHECK survived
+        add_run(c, 3, "bogus")
 
 
 def test_fr5_cascade_deletes_pairs_with_their_run(url: str, engine: sa.Engine) -> None:
@@ -215,7 +284,7 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings(
-    # SQLite cannot reflect the expression index `one_open_run` (checked in its own tests).
+    # SQLite cannot reflect the expression index `one_active_run` (checked in its own tests).
     "ignore:Skipped unsupported reflection of expression-based index:sqlalchemy.exc.SAWarning",
     "ignore:autogenerate skipping metadata-specified expression-based index:UserWarning",
 )
@@ -230,7 +299,7 @@ def test_models_match_the_migrations(url: str, engine: sa.Engine) -> None:
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     # SQLite does not reflect expression indexes; compare what both dialects can see.
-    diff = [d for d in diff if not (isinstance(d, tuple) and "one_open_run" in str(d))]
+    diff = [d for d in diff if not (isinstance(d, tuple) and "one_active_run" in str(d))]
     assert diff == []
 
 

@@ -120,12 +120,29 @@ def test_fr5_scenario5_remove_deletes_the_failed_run_and_every_pair(
 def test_fr5_4_only_failed_runs_can_be_removed(
     runs: TrainingRunService, ctx: ServiceContext, status: str
 ) -> None:
+    # A generated run is removable only without approved pairs (next test): give it one.
     run_id = insert_run(ctx, status)
-    insert_pairs(ctx, run_id, chunk_ids(3))
-    with pytest.raises(RuleViolation, match="only a generating_failed or training_failed"):
+    insert_pairs(ctx, run_id, chunk_ids(3), approved=True if status == "generated" else None)
+    with pytest.raises(RuleViolation, match=r"can be removed|approved pair"):
         runs.remove(run_id)
     assert runs.get_run(run_id).status == status
     assert pair_count(ctx, run_id) == 3
+
+
+@pytest.mark.parametrize("approved", [False, None])
+def test_a_generated_run_without_approved_pairs_can_be_removed(
+    runs: TrainingRunService, ctx: ServiceContext, approved: bool | None
+) -> None:
+    """Issue 16: after rejecting every pair, the run could be neither trained nor removed, and
+    it blocked every new generation. Now Delete is its way out (our decision; README)."""
+    run_id = insert_run(ctx, "generated")
+    insert_pairs(ctx, run_id, chunk_ids(3), approved=approved)
+    assert runs.get_run(run_id).removable
+    runs.remove(run_id)
+    with pytest.raises(RunNotFound):
+        runs.get_run(run_id)
+    assert pair_count(ctx, run_id) == 0
+    assert runs.blocking_run() is None
 
 
 def test_remove_and_proceed_of_an_unknown_run(runs: TrainingRunService) -> None:
@@ -156,6 +173,7 @@ def test_fr3_fr4_proceed_resets_status_and_clears_the_error(
     runs: TrainingRunService, ctx: ServiceContext, failed: str, resumed: str
 ) -> None:
     run_id = insert_run(ctx, failed, processed=51, total=80, job_id="job-1")
+    insert_pairs(ctx, run_id, chunk_ids(3), approved=True)  # training re-submits these
     from sqlalchemy import update
 
     from dmdesk.db.models import TrainingRun
@@ -335,3 +353,63 @@ def test_list_runs_is_one_query_whatever_the_number_of_runs(
         event.remove(ctx.engine, "before_cursor_execute", listener)
     assert len(listed) == 30 and all(r.approved_count == 3 for r in listed)
     assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1
+
+
+# -- issue 12: proceed obeys the rules of a start; several failed runs -------------------------
+
+
+def test_proceed_obeys_the_fr6_gate(make_ctx: Callable[..., ServiceContext], store200) -> None:
+    ctx = make_ctx(vector_store_path=store200, deep_memory_backend="deeplake")
+    run_id = insert_run(ctx, "generating_failed")
+    with pytest.raises(RuleViolation, match="only available with DeepLake Cloud"):
+        TrainingRunService(ctx).proceed(run_id)
+    assert TrainingRunService(ctx).get_run(run_id).status is RunStatus.GENERATING_FAILED
+
+
+def test_proceed_of_a_training_failed_run_without_approved_pairs_says_to_review_first(
+    runs: TrainingRunService, ctx: ServiceContext
+) -> None:
+    run_id = insert_run(ctx, "training_failed")
+    insert_pairs(ctx, run_id, chunk_ids(4))
+    with pytest.raises(RuleViolation, match="review its pairs first"):
+        runs.proceed(run_id)
+    assert runs.approve_all(run_id) == 4  # a training_failed run can be reviewed
+    assert runs.proceed(run_id).status is RunStatus.TRAINING
+
+
+def test_several_failed_runs_are_resolved_one_by_one(
+    runs: TrainingRunService, ctx: ServiceContext
+) -> None:
+    """An upgraded ZIP-004 database: Generate names the oldest unfinished run until none is
+    left; a second Proceed while one run works is refused, naming it."""
+    first = insert_run(ctx, "generating_failed")
+    second = insert_run(ctx, "training_failed")
+    insert_pairs(ctx, second, chunk_ids(3), approved=True)
+    with pytest.raises(GenerationBlocked) as err:
+        runs.start_generation()
+    assert err.value.run_id == first
+    assert runs.proceed(second).status is RunStatus.TRAINING
+    with pytest.raises(RuleViolation, match=f"Run #{second} is already working"):
+        runs.proceed(first)
+    runs.remove(first)
+    with pytest.raises(GenerationBlocked) as err:
+        runs.start_generation()
+    assert err.value.run_id == second
+
+
+def test_a_racing_proceed_is_refused_by_the_database(
+    runs: TrainingRunService, ctx: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even when the service's own check is raced (here: skipped), `one_active_run` refuses a
+    second working run and the admin reads which run works."""
+    working = insert_run(ctx, "generating", owner="another-process", heartbeat=None)
+    failed = insert_run(ctx, "generating_failed")
+    monkeypatch.setattr(TrainingRunService, "recover_stale", lambda self: [])
+    calls = iter([None])
+    real = TrainingRunService._working_run
+    monkeypatch.setattr(
+        TrainingRunService, "_working_run", lambda self: next(calls, None) or real(self)
+    )
+    with pytest.raises(RuleViolation, match=f"Run #{working} is already working"):
+        runs.proceed(failed)
+    assert runs.get_run(failed).status is RunStatus.GENERATING_FAILED
