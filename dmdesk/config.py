@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dmdesk.domain.errors import InvalidSettings
@@ -41,6 +42,17 @@ EDITABLE_FIELDS = (
     "llm_max_retries",
     "llm_timeout_s",
 )
+
+
+# The demo's settings (dmdesk.demo), in force only while the demo store is the store. The local
+# LLM writes ~1 question/s: 40 chunks make a demo generation of about a minute.
+DEMO_PROFILE: dict[str, Any] = {
+    "deep_memory_backend": "local",
+    "embedding": "local",
+    "chunk_limit": 40,
+    "questions_per_chunk": 1,
+    "generation_concurrency": 2,
+}
 
 
 def config_file() -> Path:
@@ -121,6 +133,30 @@ class DmdeskConfig(BaseSettings):
     def _blank_is_none(cls, v: str | None) -> str | None:
         return v.strip() or None if v is not None else None
 
+    @field_validator("llm_base_url")
+    @classmethod
+    def _url_form(cls, v: str | None) -> str | None:
+        if v is not None:
+            scheme, sep, rest = v.partition("://")
+            if scheme.lower() not in ("http", "https") or not sep or not rest.strip("/"):
+                raise ValueError(f"{v!r} is not an http:// or https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _demo_profile(self) -> DmdeskConfig:
+        """The demo's values apply while the demo store is the store — and only then: each one
+        the admin did not set (environment, file, argument) takes the demo's value. Pointing
+        the store elsewhere leaves none of them behind (a 40-chunk limit on a real store, …)."""
+        if self.vector_store_path and Path(self.vector_store_path) == self.demo_store:
+            for key, value in DEMO_PROFILE.items():
+                if key not in self.model_fields_set:
+                    setattr(self, key, value)
+        return self
+
+    @property
+    def demo_store(self) -> Path:
+        return Path(self.data_dir) / "demo-store"
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -135,6 +171,55 @@ class DmdeskConfig(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'dmdesk.db'}"
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One editable setting, for `dmdesk settings --help`, the README and the Settings card."""
+
+    key: str
+    kind: str  # "integer", "number", "text", "one of …"
+    range: str  # "1–20", "any", "optional"
+    env: str
+
+
+_TEXT_FORMS = {
+    "vector_store_path": "a local folder or hub://org/name",
+    "llm_base_url": "an http(s):// URL",
+    "llm_model": "not empty",
+    "embedding": "local or openai:<model>",
+}
+
+
+def describe_settings() -> list[SettingInfo]:
+    """Every editable setting with its type and range, read from the model's own constraints
+    (so the help can never drift from what validation accepts)."""
+    out = []
+    for key in EDITABLE_FIELDS:
+        field = DmdeskConfig.model_fields[key]
+        ann = field.annotation
+        optional = type(None) in get_args(ann)
+        base = ann if get_origin(ann) is Literal or not optional else get_args(ann)[0]
+        if get_origin(base) is Literal:
+            kind, rng = "choice", "|".join(map(str, get_args(base)))
+        else:
+            kind = {int: "integer", float: "number"}.get(base, "text")  # type: ignore[call-overload]
+            bounds = []
+            for meta in field.metadata:
+                for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+                    value = getattr(meta, attr, None)
+                    if value is not None:
+                        bounds.append(f"{sign} {value:g}")
+            rng = " and ".join(bounds) or _TEXT_FORMS.get(key, "any")
+        if optional:
+            rng += " (optional)"
+        out.append(SettingInfo(key, kind, rng, f"DMDESK_{key.upper()}"))
+    return out
+
+
+def env_overridden(keys: Any) -> list[str]:
+    """The keys among `keys` that an environment variable sets (and so wins over the file)."""
+    return [k for k in keys if os.environ.get(f"DMDESK_{k.upper()}", "").strip()]
 
 
 def _describe(exc: ValidationError) -> str:

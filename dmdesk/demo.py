@@ -15,29 +15,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dmdesk.config import DmdeskConfig, load_config
+from dmdesk.config import DEMO_PROFILE, DmdeskConfig, load_config
 from dmdesk.services import settings as settings_service
 
 TARGET_CHARS = 1000
 MIN_CHARS = 200
-DEMO_CHUNK_LIMIT = 40  # the local LLM writes ~1 question/s: a demo generation takes about a minute
+DEMO_CHUNK_LIMIT = DEMO_PROFILE["chunk_limit"]
 
 ProgressFn = Callable[[int, int, str], None]
 
 
 def demo_store_path(config: DmdeskConfig) -> Path:
-    return Path(config.data_dir) / "demo-store"
+    return config.demo_store
 
 
 def demo_settings(config: DmdeskConfig) -> dict[str, Any]:
-    return {
-        "vector_store_path": str(demo_store_path(config)),
-        "deep_memory_backend": "local",
-        "embedding": "local",
-        "chunk_limit": DEMO_CHUNK_LIMIT,
-        "questions_per_chunk": 1,
-        "generation_concurrency": 2,
-    }
+    """What the demo writes to the settings file: only where the store is. The rest of the
+    demo's values (local backend and embeddings, 40 chunks, concurrency 2) are the demo
+    profile (dmdesk.config.DEMO_PROFILE), in force only while the demo store is the store."""
+    return {"vector_store_path": str(demo_store_path(config))}
 
 
 def merge_paragraphs(text: str) -> list[str]:

@@ -132,7 +132,9 @@ class SettingsCard(QGroupBox):
     @Slot()
     def _on_save_clicked(self) -> None:
         self.show_error("")
-        requested = self.changes()
+        # Only what the admin changed is saved: values in force but not chosen (the demo
+        # profile's, an environment variable's) must not be pinned into the settings file.
+        requested = {k: v for k, v in self.changes().items() if v != getattr(self._config, k)}
         try:
             new = settings_service.update_settings(self._config, requested)
             for edit, name in (

@@ -23,7 +23,13 @@ pytestmark = pytest.mark.skipif(
 
 def run(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     # 12 of the demo's 40 chunks suffice here; the quality filters run as for a user
-    env = dmdesk_env(tmp_path, chunk_limit=12, quality_filters=True)
+    return run_with(tmp_path, {"DMDESK_CHUNK_LIMIT": "12"}, *args, timeout=timeout)
+
+
+def run_with(
+    tmp_path: Path, extra: dict[str, str], *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    env = dmdesk_env(tmp_path, quality_filters=True) | extra
     for secret in ("OPENAI_API_KEY", "ACTIVELOOP_TOKEN"):
         env.pop(secret, None)
     env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
@@ -31,7 +37,9 @@ def run(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.Complete
     return run_dmdesk(env, *args, timeout=timeout, module="tests.e2e.nonet", cwd=ROOT)
 
 
-def test_demo_runs_end_to_end_offline_without_a_key(tmp_path: Path) -> None:
+def test_demo_runs_end_to_end_offline_without_a_key(
+    tmp_path: Path, store_factory, llm_server
+) -> None:
     built = run(tmp_path, "demo", "--no-gui")
     assert built.returncode == 0, built.stderr
     settings = json.loads(run(tmp_path, "settings", "--json").stdout)
@@ -62,6 +70,20 @@ def test_demo_runs_end_to_end_offline_without_a_key(tmp_path: Path) -> None:
     assert run(tmp_path, "activate", str(run_id)).returncode == 0  # the admin chooses it
     hits = json.loads(run(tmp_path, *query).stdout)
     assert hits and hits[0]["id"].startswith("pydoc:")
+
+    # Issue 12: the demo's values stay the demo's. With the store pointed at another (larger
+    # than the demo's 40 chunks) store, a generation covers every chunk.
+    other = store_factory(60)
+    elsewhere = {
+        "DMDESK_VECTOR_STORE_PATH": str(other),
+        "DMDESK_DEEP_MEMORY_BACKEND": "local",
+        "DMDESK_LLM_BASE_URL": llm_server.base_url,
+        "DMDESK_QUALITY_FILTERS": "false",
+    }
+    gen2 = run_with(tmp_path, elsewhere, "generate", "--wait", "--json")
+    assert gen2.returncode == 0, gen2.stderr
+    assert json.loads(gen2.stdout)["total_chunks"] == 60
+    assert json.loads(gen2.stdout)["processed_chunks"] == 60
 
 
 def test_the_no_network_guard_really_refuses(tmp_path: Path) -> None:
