@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dmdesk.config import DmdeskConfig, load_config
 from dmdesk.domain.status import RunStatus
+from dmdesk.secrets import RedactingFormatter
 from dmdesk.services.context import ServiceContext, build_context
 from dmdesk.services.runs import TrainingRunService
 
@@ -31,13 +32,22 @@ def setup_logging(data_dir: Path, *, debug: bool = False) -> Path | None:
         )
     except OSError:
         handler, path = logging.NullHandler(), None  # type: ignore[assignment]
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
     handler._dmdesk = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "urllib3", "botocore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return path
+
+
+def log_file() -> Path | None:
+    """The dmdesk.log this process writes, once logging is set up."""
+    for h in logging.getLogger().handlers:
+        if getattr(h, "_dmdesk", False):
+            name = getattr(h, "baseFilename", None)
+            return Path(name) if name else None
+    return None
 
 
 def spawn_job_worker(ctx: ServiceContext, run_id: int) -> None:
@@ -58,15 +68,20 @@ def spawn_job_worker(ctx: ServiceContext, run_id: int) -> None:
         )
 
 
-def start(config: DmdeskConfig | None = None, *, recover: bool = True) -> ServiceContext:
+def start(config: DmdeskConfig | None = None, *, recover_runs: bool = True) -> ServiceContext:
     """Open everything a dmdesk process needs and recover stale runs (DESIGN.md state machine):
     interrupted runs become failed; a cloud training run with a job id is re-attached and
     followed by a detached worker."""
     config = config or load_config()
     setup_logging(config.data_dir)
     ctx = build_context(config)
-    if recover:
-        for run in TrainingRunService(ctx).recover_stale():
-            if run.status is RunStatus.TRAINING:
-                spawn_job_worker(ctx, run.id)
+    if recover_runs:
+        recover(ctx)
     return ctx
+
+
+def recover(ctx: ServiceContext) -> None:
+    """Stale runs become failed; a re-attached cloud training run gets a detached worker."""
+    for run in TrainingRunService(ctx).recover_stale():
+        if run.status is RunStatus.TRAINING:
+            spawn_job_worker(ctx, run.id)

@@ -36,101 +36,162 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _run_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"run id must be a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("run id must be positive")
-    return value
+def _positive_id(what: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a whole number, not {text!r}"
+            ) from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be positive, not {value}")
+        return value
+
+    parse.__name__ = what.replace(" ", "_")
+    return parse
+
+
+_run_id = _positive_id("run id")
+_pair_id = _positive_id("pair id")
+
+SETTINGS_EPILOG = """settings (KEY: type, range — environment variable):
+{rows}
+An environment variable wins over a saved value (dmdesk warns when you set such a key).
+An empty VALUE removes an optional setting (vector_store_path, llm_base_url, chunk_limit)."""
+
+
+def _settings_epilog() -> str:
+    from dmdesk.config import describe_settings
+
+    rows = "\n".join(f"  {d.key:<24} {d.kind}, {d.range} — {d.env}" for d in describe_settings())
+    return SETTINGS_EPILOG.format(rows=rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="dmdesk", description="Deep Memory training for DeepLake knowledge bases.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    # --debug is accepted anywhere on the line: before the command or among its options.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks of unexpected errors",
+    )
+    p = _Parser(
+        prog="dmdesk",
+        description="Deep Memory training for DeepLake knowledge bases.",
+        parents=[common],
+    )
+    p.set_defaults(debug=False)
+    p.add_argument(
+        "--smoke",
+        dest="top_smoke",
+        action="store_true",
+        help="with no command: open the window and exit 0 once it is shown",
+    )
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
-    gui = sub.add_parser("gui", help="open the window (the default)")
+    def command(name: str, help_text: str | None, **kwargs: Any) -> argparse.ArgumentParser:
+        if help_text is None:  # not listed in --help (internal)
+            return sub.add_parser(name, parents=[common], **kwargs)  # type: ignore[no-any-return]
+        return sub.add_parser(name, parents=[common], help=help_text, **kwargs)  # type: ignore[no-any-return]
+
+    gui = command("gui", "open the window (the default)")
     gui.add_argument("--smoke", action="store_true", help="exit 0 once the window is shown")
-    d = sub.add_parser("demo", help="build (once) the offline demo knowledge base, then open it")
+    d = command("demo", "build (once) the offline demo knowledge base, then open it")
     d.add_argument("--no-gui", action="store_true")
     d.add_argument("--smoke", action="store_true", help="exit 0 once the window is shown")
 
-    s = sub.add_parser("settings", help="show (or --set) the Deep Memory settings")
+    s = command(
+        "settings",
+        "show (or --set) the Deep Memory settings",
+        epilog=_settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.add_argument("--json", action="store_true")
     s.add_argument(
         "--set",
         metavar="KEY=VALUE",
-        action="append",
+        nargs="+",
+        action="extend",
         default=[],
-        help="change a setting (saved to the settings file)",
+        help="change one or more settings (saved typed to the settings file)",
     )
 
-    r = sub.add_parser("runs", help="all runs, newest first")
+    r = command("runs", "all runs, newest first")
     r.add_argument("--json", action="store_true")
 
-    one = sub.add_parser("run", help="one run")
+    one = command("run", "one run (--follow: until it ends, with a progress bar)")
     one.add_argument("run_id", type=_run_id)
     one.add_argument("--json", action="store_true")
+    one.add_argument(
+        "--follow", action="store_true", help="follow the run until it is no longer working"
+    )
 
-    g = sub.add_parser("generate", help="start a generation run")
+    g = command("generate", "start a generation run")
     g.add_argument("--wait", action="store_true", help="follow it with a progress bar")
     g.add_argument("--json", action="store_true")
 
-    pr = sub.add_parser("proceed", help="resume a failed run (either phase)")
+    pr = command("proceed", "resume a failed run (either phase)")
     pr.add_argument("run_id", type=_run_id)
     pr.add_argument("--wait", action="store_true")
     pr.add_argument("--json", action="store_true")
 
-    rm = sub.add_parser("remove", help="delete a failed run and its pairs")
+    rm = command("remove", "delete a failed run (or a generated run with no approved pair)")
     rm.add_argument("run_id", type=_run_id)
     rm.add_argument("--yes", action="store_true", help="confirm the deletion")
 
-    rv = sub.add_parser("review", help="approve or reject pairs")
+    rv = command("review", "approve or reject pairs")
     rv.add_argument("run_id", type=_run_id)
     act = rv.add_mutually_exclusive_group(required=True)
-    act.add_argument("--approve-all", action="store_true")
-    act.add_argument("--approve", nargs="+", type=_run_id, metavar="ID")
-    act.add_argument("--reject", nargs="+", type=_run_id, metavar="ID")
+    act.add_argument(
+        "--approve-all", action="store_true", help="approve every pair not reviewed yet"
+    )
+    act.add_argument("--approve", nargs="+", type=_pair_id, metavar="PAIR_ID")
+    act.add_argument("--reject", nargs="+", type=_pair_id, metavar="PAIR_ID")
     act.add_argument("--list", action="store_true", help="print the pairs (JSON lines)")
     rv.add_argument(
         "--include-flagged",
         action="store_true",
         help="with --approve-all: approve the pairs the quality filters flagged too",
     )
+    rv.add_argument(
+        "--force",
+        action="store_true",
+        help="with --approve-all: approve every pair, the ones you rejected too",
+    )
 
-    ac = sub.add_parser("activate", help="choose the model search uses (or --none)")
+    ac = command("activate", "choose the model search uses (or --none)")
     which = ac.add_mutually_exclusive_group(required=True)
     which.add_argument("run_id", type=_run_id, nargs="?")
     which.add_argument("--none", action="store_true", help="stop using Deep Memory")
 
-    ex = sub.add_parser("export", help="write a run's approved pairs (JSONL or BEIR)")
+    ex = command("export", "write a run's approved pairs (JSONL or BEIR)")
     ex.add_argument("run_id", type=_run_id)
     ex.add_argument("dest", help="a .jsonl file (jsonl) or a folder (beir)")
     ex.add_argument("--format", choices=("jsonl", "beir"), default="jsonl")
 
-    t = sub.add_parser("train", help="train on the approved pairs")
+    t = command("train", "train on the approved pairs")
     t.add_argument("run_id", type=_run_id)
     t.add_argument("--wait", action="store_true")
     t.add_argument("--json", action="store_true")
 
-    se = sub.add_parser("search", help="search the store")
+    se = command("search", "search the store")
     se.add_argument("query")
     se.add_argument("--deep-memory", action="store_true")
     se.add_argument("-k", type=int, default=5)
     se.add_argument("--json", action="store_true")
 
-    im = sub.add_parser("import", help="add a BEIR-style corpus to the local store")
+    im = command("import", "add a BEIR-style corpus to the local store")
     im.add_argument("corpus")
 
-    ev = sub.add_parser("evaluate", help="BEIR-style recall@k and MRR")
+    ev = command("evaluate", "BEIR-style recall@k and MRR")
     ev.add_argument("queries")
     ev.add_argument("qrels")
     ev.add_argument("-k", default="1,3,5,10")
     ev.add_argument("--json", action="store_true")
 
-    job = sub.add_parser("_job")  # internal: the detached worker of a run
+    job = command("_job", None)  # internal: the detached worker of a run (not in --help)
     job.add_argument("run_id", type=_run_id)
     job.add_argument("--owner", required=True)
     return p
@@ -171,6 +232,12 @@ def _print_run(run: RunView) -> None:
         f"  created    {run.created_at:%Y-%m-%d %H:%M:%S} UTC, updated "
         f"{run.updated_at:%Y-%m-%d %H:%M:%S} UTC"
     )
+    selection = (run.settings or {}).get("selection") or {}
+    if selection.get("limited_by"):
+        print(
+            f"  selection  the first {selection['rows']} of {selection['store_rows']} chunks "
+            f"(limited by {selection['limited_by']})"
+        )
     if run.deeplake_job_id:
         print(f"  job id     {run.deeplake_job_id}")
     if run.metrics:
@@ -213,36 +280,73 @@ def _show(run: RunView, as_json: bool) -> None:
 
 
 class _Bar:
-    """A terminal progress bar fed by the service's progress callback (tqdm, on stderr)."""
+    """Progress of a job on stderr, fed by the service's progress callback.
 
-    def __init__(self) -> None:
+    On a terminal: a tqdm bar (chunks for generation; a percentage for training, whose progress
+    is per mille — no rate, which would read "‰/s"). Elsewhere (a log file, CI): a plain line at
+    the start, every `interval` seconds and at the end, so a log shows the job moving."""
+
+    def __init__(self, interval: float = 5.0) -> None:
         self._bar: Any = None
         self._phase = ""
+        self._tty = sys.stderr.isatty()
+        self._interval = interval
+        self._last_line = 0.0
+        self._pending: ProgressUpdate | None = None
 
     def __call__(self, u: ProgressUpdate) -> None:
+        if not self._tty:
+            self._line(u)
+            return
         from tqdm import tqdm
 
         if self._bar is None or self._phase != u.phase:
             if self._bar is not None:
                 self._bar.close()
-            unit = "chunk" if u.phase == "generation" else "‰"
+            if u.phase == "generation":
+                options: dict[str, Any] = {"unit": "chunk"}
+            else:
+                options = {"bar_format": "{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}"}
             self._bar = tqdm(
                 total=u.total,
                 desc=u.phase,
-                unit=unit,
                 file=sys.stderr,
-                disable=None,
                 dynamic_ncols=True,
+                **options,
             )
             self._phase = u.phase
         self._bar.n = u.processed
         if u.phase == "generation":
             self._bar.set_postfix_str(f"{u.pair_count} pairs", refresh=False)
+        elif u.message:
+            self._bar.set_postfix_str(u.message[:60], refresh=False)
         self._bar.refresh()
+
+    @staticmethod
+    def _text(u: ProgressUpdate) -> str:
+        if u.phase == "generation":
+            text = f"generation: {u.processed}/{u.total} chunks, {u.pair_count} pairs"
+        else:
+            text = f"training: {u.processed * 100 // max(1, u.total)}%"
+        return text + (f" — {u.message}" if u.message else "")
+
+    def _line(self, u: ProgressUpdate) -> None:
+        import time
+
+        now = time.monotonic()
+        if self._phase != u.phase or now - self._last_line >= self._interval:
+            print(self._text(u), file=sys.stderr, flush=True)
+            self._phase, self._last_line, self._pending = u.phase, now, None
+        else:
+            self._pending = u
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
+        if self._pending is not None:  # the last state is always printed
+            print(self._text(self._pending), file=sys.stderr, flush=True)
+            self._pending = None
 
 
 EXIT_INTERRUPTED = 130
@@ -310,6 +414,70 @@ def _wait(ctx: Any, run: RunView, as_json: bool) -> int:
         return EXIT_INTERRUPTED
     if final.status in FAILED:
         print(f"dmdesk: run #{final.id} failed: {final.error_message}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _job(ctx: Any, args: argparse.Namespace) -> int:
+    """The detached worker of a run (`dmdesk _job`): its stdout and stderr are the run's
+    `job-N.log`, so it says there what it does, how the run ended and, on an unexpected error,
+    the traceback (the log lines of dmdesk.log are copied there too)."""
+    import logging
+
+    from dmdesk.app import LOG_FORMAT
+    from dmdesk.secrets import RedactingFormatter
+    from dmdesk.services.runs import TrainingRunService
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+    ctx.owner = args.owner
+    try:
+        final = TrainingRunService(ctx).run_job(args.run_id)
+    finally:
+        ctx.dispose()
+    print(f"run #{final.id}: {final.status.value}", flush=True)
+    if final.status in FAILED:
+        print(f"run #{final.id}: {final.error_message}", flush=True)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _follow(ctx: Any, run: RunView, as_json: bool) -> int:
+    """`dmdesk run ID --follow`: poll the run (whoever runs it) until it no longer works, with
+    the same progress output as --wait; the exit code is that of --wait (0, 1 failed)."""
+    import time
+
+    from dmdesk.app import recover
+    from dmdesk.domain.status import ACTIVE
+    from dmdesk.services.runs import TrainingRunService
+
+    runs = TrainingRunService(ctx)
+    bar = _Bar()
+    interval = min(1.0, ctx.config.stale_after_s / 6)
+    try:
+        while run.status in ACTIVE:
+            phase = "generation" if run.status is RunStatus.GENERATING else "training"
+            if phase == "generation":
+                bar(
+                    ProgressUpdate(
+                        run_id=run.id,
+                        phase="generation",
+                        processed=run.processed_chunks,
+                        total=max(1, run.total_chunks),
+                        pair_count=run.pair_count,
+                    )
+                )
+            else:
+                bar(ProgressUpdate(run_id=run.id, phase="training", processed=0, total=1000))
+            time.sleep(interval)
+            recover(ctx)  # a job that died is seen to fail here, as in the window
+            run = runs.get_run(run.id)
+    finally:
+        bar.close()
+    _show(run, as_json)
+    if run.status in FAILED:
+        print(f"dmdesk: run #{run.id} failed: {run.error_message}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -407,25 +575,49 @@ def _retrieval(cmd: str, args: argparse.Namespace, ctx: Any) -> int:
         ctx.dispose()
 
 
+def _settings(config: Any, args: argparse.Namespace) -> int:
+    from dmdesk.config import config_file, env_overridden
+    from dmdesk.services import settings as settings_service
+
+    if args.set:
+        changes = _parse_sets(args.set)
+        config = settings_service.update_settings(config, changes)
+        if not args.json:
+            print(f"Saved {', '.join(changes)} to {config_file()}.")
+        for key in env_overridden(changes):
+            print(
+                f"dmdesk: warning: DMDESK_{key.upper()} is set in the environment and wins over "
+                f"the saved {key} (in effect: {getattr(config, key)!r}).",
+                file=sys.stderr,
+            )
+    resp = settings_service.get_settings(config)
+    if args.json:
+        _print_json(resp.model_dump(mode="json"))
+        return EXIT_OK
+    values = resp.model_dump()
+    print(f"{'question writer':<28} {values.pop('generator')}")
+    local = values.pop("generator_is_local")
+    for k, v in values.items():
+        note = ""
+        if local and k in ("llm_model", "llm_base_url"):
+            note = "   (not used: no API key or URL, so the local model writes the questions)"
+        elif k in env_overridden([k]):
+            note = f"   (from DMDESK_{k.upper()})"
+        print(f"{k:<28} {v}{note}")
+    return EXIT_OK
+
+
 def dispatch(args: argparse.Namespace) -> int:
     from dmdesk import app
     from dmdesk.config import load_config
-    from dmdesk.services import settings as settings_service
     from dmdesk.services.runs import TrainingRunService
 
     cmd = args.command or "gui"
     config = load_config()
+    app.setup_logging(config.data_dir, debug=args.debug)
 
     if cmd == "settings":
-        if args.set:
-            config = settings_service.update_settings(config, _parse_sets(args.set))
-        resp = settings_service.get_settings(config)
-        if args.json:
-            _print_json(resp.model_dump(mode="json"))
-        else:
-            for k, v in resp.model_dump().items():
-                print(f"{k:<28} {v}")
-        return EXIT_OK
+        return _settings(config, args)
 
     if cmd == "demo" and args.no_gui:
         from dmdesk.demo import demo_store_path, ensure_demo
@@ -446,16 +638,14 @@ def dispatch(args: argparse.Namespace) -> int:
     if cmd in ("gui", "demo"):
         from dmdesk.ui.main_window import run_gui
 
-        return run_gui(config, smoke=getattr(args, "smoke", False), demo=cmd == "demo")
+        smoke = getattr(args, "smoke", False) or args.top_smoke
+        return run_gui(config, smoke=smoke, demo=cmd == "demo")
 
     if cmd in ("search", "import", "evaluate"):
         return _retrieval(cmd, args, app.start(config))
 
     if cmd == "_job":
-        ctx = app.start(config, recover=False)
-        ctx.owner = args.owner
-        TrainingRunService(ctx).run_job(args.run_id)
-        return EXIT_OK
+        return _job(app.start(config, recover_runs=False), args)
 
     ctx = app.start(config)
     runs = TrainingRunService(ctx)
@@ -468,6 +658,8 @@ def dispatch(args: argparse.Namespace) -> int:
                 _print_runs(all_runs)
             return EXIT_OK
         if cmd == "run":
+            if args.follow:
+                return _follow(ctx, runs.get_run(args.run_id), args.json)
             _show(runs.get_run(args.run_id), args.json)
             return EXIT_OK
         if cmd == "generate":
@@ -517,10 +709,12 @@ def dispatch(args: argparse.Namespace) -> int:
                     _print_json(pair.model_dump(mode="json"))
                 return EXIT_OK
             if args.approve_all:
-                n = runs.approve_all(args.run_id, include_flagged=args.include_flagged)
+                n = runs.approve_all(
+                    args.run_id, include_flagged=args.include_flagged, force=args.force
+                )
                 print(f"Approved {n} pairs of run #{args.run_id}.")
                 flagged = runs.review_counts(args.run_id)["flagged"]
-                if flagged and not args.include_flagged:
+                if flagged and not (args.include_flagged or args.force):
                     print(
                         f"{flagged} pairs are flagged by the quality filters; those you did not "
                         f"approve stay rejected (`dmdesk review {args.run_id} --list` shows why, "
@@ -528,6 +722,8 @@ def dispatch(args: argparse.Namespace) -> int:
                         "alone."
                     )
             elif args.approve:
+                if args.force or args.include_flagged:
+                    raise InvalidSettings("--force and --include-flagged go with --approve-all.")
                 n = runs.set_approval(args.run_id, args.approve, True)
                 print(f"Approved {n} pairs of run #{args.run_id}.")
             else:
@@ -537,6 +733,23 @@ def dispatch(args: argparse.Namespace) -> int:
     finally:
         ctx.dispose()
     raise InvalidSettings(f"Unknown command {cmd!r}")
+
+
+def _log_path() -> str:
+    """Where unexpected errors are logged (set up here if the failure came before start-up)."""
+    from pathlib import Path
+
+    import platformdirs
+
+    from dmdesk.app import log_file, setup_logging
+    from dmdesk.config import APP_NAME
+
+    path = log_file()
+    if path is None:
+        data_dir = os.environ.get("DMDESK_DATA_DIR") or platformdirs.user_data_dir(APP_NAME)
+        setup_logging(Path(data_dir))
+        path = log_file()
+    return str(path) if path else "(no log file could be written)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -559,13 +772,23 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except Exception as exc:
+        import logging
+
         from dmdesk.secrets import redact
 
         if args.debug:
             traceback.print_exc()
+        where = _log_path()
+        run = getattr(args, "run_id", None)
+        logging.getLogger("dmdesk.cli").error(
+            "unexpected error in `dmdesk %s`%s",
+            args.command or "gui",
+            f" (run {run})" if run else "",
+            exc_info=exc,
+        )
         print(
             f"dmdesk: unexpected error: {type(exc).__name__}: {redact(str(exc))}. "
-            "Run again with --debug for details, or see the log file.",
+            f"Details are in {where} (or run again with --debug).",
             file=sys.stderr,
         )
         return EXIT_FAILED

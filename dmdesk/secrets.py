@@ -17,6 +17,7 @@ ACTIVELOOP_TOKEN = "ACTIVELOOP_TOKEN"
 KNOWN = (OPENAI_API_KEY, ACTIVELOOP_TOKEN)
 
 log = logging.getLogger(__name__)
+_said_unavailable: set[str] = set()  # "keyring unavailable" is logged once per secret
 
 
 class SecretStoreUnavailable(Exception):
@@ -32,7 +33,9 @@ def get_secret(name: str) -> str | None:
 
         return keyring.get_password(SERVICE, name) or None
     except Exception as exc:  # keyring backends raise anything from NoKeyringError to DBus errors
-        log.info("keyring unavailable for %s: %s", name, type(exc).__name__)
+        if name not in _said_unavailable:
+            _said_unavailable.add(name)
+            log.info("keyring unavailable for %s: %s", name, type(exc).__name__)
         return None
 
 
@@ -53,6 +56,20 @@ def set_secret(name: str, value: str | None) -> None:
             f"The OS keyring is not available ({type(exc).__name__}). Set the {name} environment "
             "variable instead."
         ) from None
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter that masks the secrets of the environment in every line, tracebacks
+    included (a last line of defence: dmdesk never logs a secret on purpose). It reads only the
+    environment, never the keyring, so logging cannot recurse into keyring errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for name in KNOWN:
+            value = os.environ.get(name)
+            if value and len(value) >= 4 and value in text:
+                text = text.replace(value, "***")
+        return text
 
 
 def redact(text: str) -> str:

@@ -110,11 +110,7 @@ def _ranked(
         return without, with_dm
     q = embed([query])
     ids, corpus = store.corpus_embeddings(embed)
-    if q.shape[1] != corpus.shape[1]:
-        raise InvalidSettings(
-            f"The store's embeddings are {corpus.shape[1]}-d but DMDESK_EMBEDDING="
-            f"{ctx.config.embedding} gives {q.shape[1]}-d."
-        )
+    check_dimensions(ctx, q.shape[1], corpus.shape[1], adapter if use_dm else None)
 
     def top_k(vector: np.ndarray) -> list[Hit]:
         scores = corpus @ vector
@@ -125,6 +121,26 @@ def _ranked(
     without = top_k(q[0]) if plain else []
     with_dm = top_k(adapter.apply(q)[0]) if adapter is not None and use_dm else None
     return without, with_dm
+
+
+def check_dimensions(
+    ctx: ServiceContext, query_dim: int, store_dim: int, adapter: adapters.Adapter | None = None
+) -> None:
+    """One clear message (exit 2) when the configured embedding model does not fit the store, or
+    the Deep Memory model in use — instead of a numpy error deep inside a search."""
+    configured = ctx.config.embedding
+    if store_dim and query_dim != store_dim:
+        raise InvalidSettings(
+            f"The store's embeddings are {store_dim}-d but DMDESK_EMBEDDING={configured} gives "
+            f"{query_dim}-d: set DMDESK_EMBEDDING to the model the store was built with."
+        )
+    if adapter is not None and adapter.matrix.shape[1] != query_dim:
+        raise InvalidSettings(
+            f"Run #{adapter.run_id}'s Deep Memory model was trained on "
+            f"{adapter.matrix.shape[1]}-d embeddings ({adapter.embedding}) but DMDESK_EMBEDDING="
+            f"{configured} gives {query_dim}-d: set DMDESK_EMBEDDING={adapter.embedding}, or "
+            "train a new run with this model."
+        )
 
 
 def _search_cloud(
@@ -182,26 +198,56 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise InvalidSettings(f"{path} is not UTF-8 text.") from None
 
 
+def _corpus_file(corpus_path: Path) -> Path:
+    """A corpus file, or a BEIR folder holding `corpus.jsonl`."""
+    path = Path(corpus_path)
+    if path.is_dir():
+        inner = path / "corpus.jsonl"
+        if inner.is_file():
+            return inner
+        raise InvalidSettings(
+            f"{path} is a folder without corpus.jsonl: give a corpus .jsonl file, or a BEIR "
+            "folder that holds corpus.jsonl."
+        )
+    if not path.exists():
+        raise InvalidSettings(f"{path} does not exist.")
+    return path
+
+
+def _stored_dimension(ds: Any) -> int:
+    """The embedding dimension of a store's rows (0 when it has none yet)."""
+    if len(ds["embedding"]) == 0:
+        return 0
+    return int(np.asarray(ds["embedding"][0].numpy()).shape[-1])
+
+
 def import_corpus(
     ctx: ServiceContext, corpus_path: Path, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, int]:
     """Append BEIR corpus lines {"_id", "title", "text"} to the configured local store (created
-    if missing), embedded in batches. Ids already in the store are skipped."""
+    if missing), embedded in batches. Ids already in the store are skipped.
+
+    Nothing is written until every document is embedded and the embedding's dimension matches
+    the store's (a mismatch is refused, exit 2, the store untouched); the rows are then added in
+    one `extend`, which deeplake rolls back as a whole if it fails."""
     path = ctx.config.vector_store_path
     if not path:
         raise InvalidSettings("Set DMDESK_VECTOR_STORE_PATH to the local store to import into.")
     if VectorStoreService._is_cloud(path):
         raise InvalidSettings("dmdesk import writes to local stores only, not hub:// stores.")
+    corpus_file = _corpus_file(corpus_path)
     docs: list[tuple[str, str, dict[str, Any]]] = []
-    for n, obj in read_jsonl(Path(corpus_path)):
+    for n, obj in read_jsonl(corpus_file):
         if "_id" not in obj or not isinstance(obj.get("text"), str):
-            raise InvalidSettings(f'{corpus_path}:{n} needs "_id" and "text".')
+            raise InvalidSettings(f'{corpus_file}:{n} needs "_id" and "text".')
         title = obj.get("title") or ""
         text = f"{title}\n{obj['text']}" if title else obj["text"]
         docs.append((str(obj["_id"]), text, {"title": title, "source": "beir"}))
     deeplake = import_deeplake()
-    embed = _embedding(ctx)
     store_dir = Path(path)
+    ds = None
+    existing: set[str] = set()
+    store_dim = 0
     if store_dir.exists():
         try:
             ds = deeplake.load(str(store_dir), verbose=False)
@@ -210,7 +256,23 @@ def import_corpus(
         if ds.read_only:
             raise VectorStoreError(f"{store_dir} is opened read-only (another process holds it).")
         existing = set(VectorStoreService(str(store_dir)).read_ids(len(ds["text"])))
-    else:
+        store_dim = _stored_dimension(ds)
+    todo = [d for d in docs if d[0] not in existing]
+    embed = _embedding(ctx)
+    try:
+        vectors = []
+        for start in range(0, len(todo), IMPORT_BATCH):
+            batch = np.asarray(embed([t for _, t, _ in todo[start : start + IMPORT_BATCH]]))
+            if start == 0:
+                check_dimensions(ctx, batch.shape[1], store_dim)
+            vectors.append(batch)
+            if progress:
+                progress(start + len(batch), len(todo))
+    finally:
+        close_embedding(embed)
+    if not todo:
+        return {"imported": 0, "skipped": len(docs)}
+    if ds is None:
         ds = deeplake.empty(str(store_dir), verbose=False)
         with ds:
             ds.create_tensor(
@@ -219,25 +281,16 @@ def import_corpus(
             ds.create_tensor("id", htype="text", create_shape_tensor=False, create_id_tensor=False)
             ds.create_tensor("metadata", htype="json", create_shape_tensor=False)
             ds.create_tensor("embedding", htype="embedding", dtype="float32")
-        existing = set()
-    todo = [d for d in docs if d[0] not in existing]
-    done = 0
     with ds:
-        for start in range(0, len(todo), IMPORT_BATCH):
-            batch = todo[start : start + IMPORT_BATCH]
-            vectors = embed([t for _, t, _ in batch])
-            ds.extend(
-                {
-                    "id": [i for i, _, _ in batch],
-                    "text": [t for _, t, _ in batch],
-                    "metadata": [m for _, _, m in batch],
-                    "embedding": vectors,
-                }
-            )
-            done += len(batch)
-            if progress:
-                progress(done, len(todo))
-    return {"imported": done, "skipped": len(docs) - len(todo)}
+        ds.extend(
+            {
+                "id": [i for i, _, _ in todo],
+                "text": [t for _, t, _ in todo],
+                "metadata": [m for _, _, m in todo],
+                "embedding": np.concatenate(vectors).astype(np.float32),
+            }
+        )
+    return {"imported": len(todo), "skipped": len(docs) - len(todo)}
 
 
 # -- evaluation --------------------------------------------------------------------------------
@@ -292,9 +345,10 @@ def evaluate(
     if not kept:
         raise InvalidSettings("No query has a relevant document in the store.")
     q = embed([t for _, t, _ in kept])
+    adapter = adapters.active_adapter(ctx.config.data_dir, ctx.config.vector_store_path)
+    check_dimensions(ctx, q.shape[1], corpus.shape[1], adapter)
     relevant = [r for _, _, r in kept]
     result: dict[str, Any] = {"without": retrieval_metrics(q, corpus, relevant, ks)}
-    adapter = adapters.active_adapter(ctx.config.data_dir, ctx.config.vector_store_path)
     if adapter is not None:
         result["with"] = retrieval_metrics(adapter.apply(q), corpus, relevant, ks)
     result["skipped_queries"] = len(queries) - len(kept)

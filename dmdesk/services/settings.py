@@ -7,6 +7,7 @@ backend `local` it is available on local stores too.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from dmdesk import secrets
@@ -39,10 +40,15 @@ def availability(config: DmdeskConfig) -> tuple[bool, bool, str | None]:
     return False, False, GATE_MESSAGE.format(what=what)
 
 
+def uses_local_generator(config: DmdeskConfig) -> bool:
+    """With neither an LLM URL nor an API key, dmdesk's local model writes the questions."""
+    return not (config.llm_base_url or secrets.get_secret(secrets.OPENAI_API_KEY))
+
+
 def generator_description(config: DmdeskConfig) -> str:
     """Which LLM writes the questions: the configured OpenAI-compatible one, else the local
     model."""
-    if config.llm_base_url or secrets.get_secret(secrets.OPENAI_API_KEY):
+    if not uses_local_generator(config):
         return f"{config.llm_model} at {config.llm_base_url or 'api.openai.com'}"
     from dmdesk.llm import local_generator
 
@@ -63,23 +69,37 @@ def get_settings(config: DmdeskConfig) -> DeepMemorySettingsResponse:
         vector_store_path=config.vector_store_path,
         deep_memory_backend=config.deep_memory_backend,
         stale_after_s=config.stale_after_s,
+        llm_max_retries=config.llm_max_retries,
+        llm_timeout_s=config.llm_timeout_s,
         llm_key_configured=secrets.get_secret(secrets.OPENAI_API_KEY) is not None,
         activeloop_token_configured=secrets.get_secret(secrets.ACTIVELOOP_TOKEN) is not None,
         is_cloud=is_cloud,
         available=available,
         unavailable_reason=reason,
         generator=generator_description(config),
+        generator_is_local=uses_local_generator(config),
     )
 
 
 def update_settings(config: DmdeskConfig, changes: dict[str, Any]) -> DmdeskConfig:
-    """Validate `changes` against the whole configuration, then save them. Nothing is written
-    when any value is invalid. Returns the new effective configuration (environment variables
-    still win over the file, as everywhere)."""
+    """Validate `changes` against the whole configuration, then save them — typed, as the
+    validated configuration holds them (25, not "25"). Nothing is written when any value is
+    invalid: a number out of range is refused with its range, never clamped. A new local store
+    path must exist. Returns the new effective configuration (environment variables still win
+    over the file, as everywhere; :func:`dmdesk.config.env_overridden` names those keys)."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
-        raise InvalidSettings(f"Unknown setting(s): {', '.join(sorted(unknown))}")
+        raise InvalidSettings(
+            f"Unknown setting(s): {', '.join(sorted(unknown))}. The settings are: "
+            f"{', '.join(EDITABLE_FIELDS)}."
+        )
     merged = {k: getattr(config, k) for k in EDITABLE_FIELDS} | changes
-    load_config(**{k: v for k, v in merged.items() if v is not None})  # raises InvalidSettings
-    save_config_file(changes)
+    validated = load_config(**{k: v for k, v in merged.items() if v is not None})
+    path = changes.get("vector_store_path")
+    if path and not VectorStoreService._is_cloud(str(path)) and not Path(str(path)).exists():
+        raise InvalidSettings(
+            f"Invalid settings: vector_store_path: {path} does not exist (use an existing "
+            "DeepLake folder, or hub://org/name for DeepLake Cloud)."
+        )
+    save_config_file({k: None if v is None else getattr(validated, k) for k, v in changes.items()})
     return load_config()

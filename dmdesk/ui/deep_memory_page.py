@@ -144,7 +144,8 @@ class DeepMemoryPage(QWidget):
             self.show_error("Cannot read the training history", exc.message)
             runs = []
         self.history_model.set_runs(runs)
-        blocking = next((r for r in runs if r.status is not RunStatus.COMPLETED), None)
+        # The oldest unfinished run blocks (runs come newest first), as the service says.
+        blocking = next((r for r in reversed(runs) if r.status is not RunStatus.COMPLETED), None)
         self.workflow.set_state(blocking, job_running=self.job_running)
         self.refreshed.emit()
 

@@ -37,7 +37,7 @@ ACTIVE_COLOR = QColor("#1d4ed8")
 
 
 def is_expandable(run: RunView) -> bool:
-    return run.status in ACTIVE or run.status in FAILED
+    return run.status in ACTIVE or run.removable
 
 
 class _Root:

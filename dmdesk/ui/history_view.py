@@ -4,7 +4,8 @@
   asks for that one run again (`refresh_requested(run_id)`); the page updates the row in place.
 * Active and failed rows expand, accordion-style, into a spanned child row holding the action bar:
   Refresh (active), Proceed and Delete (failed) and the error text (failed) — nothing else.
-  Clicking the open row closes it; completed/generated rows do not expand.
+  A generated run without any approved pair expands too, with Delete and why (it cannot be
+  trained). Clicking the open row closes it; other completed/generated rows do not expand.
 """
 
 from __future__ import annotations
@@ -122,17 +123,24 @@ class RunActions(QWidget):
                 else "Re-submit training with the same approved pairs"
             )
             self.proceed_button.clicked.connect(self._on_proceed_clicked)
+            row.addWidget(self.proceed_button)
+        if run.removable:
             self.remove_button = QPushButton("Delete")
             self.remove_button.setObjectName("deleteButton")
             self.remove_button.setToolTip("Delete this run and all its training pairs")
             self.remove_button.clicked.connect(self._on_remove_clicked)
-            row.addWidget(self.proceed_button)
             row.addWidget(self.remove_button)
         row.addStretch(1)
         outer.addLayout(row)
         self.error_label: QLabel | None = None
-        if run.status in FAILED:
-            self.error_label = QLabel(run.error_message or "The run failed without a message.")
+        if run.status in FAILED or run.removable:
+            text = (
+                run.error_message or "The run failed without a message."
+                if run.status in FAILED
+                else "No pair of this run is approved, so it cannot be trained. Review its pairs "
+                "again, or delete the run to start a new generation."
+            )
+            self.error_label = QLabel(text)
             self.error_label.setObjectName("runError")
             self.error_label.setWordWrap(True)
             self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

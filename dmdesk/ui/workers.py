@@ -107,7 +107,9 @@ class JobWorker(QObject):
             final = runs.run_job(run.id, self._on_progress, self._cancel)
             self.succeeded.emit(final)
         except DmdeskError as exc:
-            self.failed.emit(exc.message)
+            from dmdesk.ui.workflow_panel import user_message
+
+            self.failed.emit(user_message(exc))
         except Exception as exc:
             log.exception("worker failed")
             self.failed.emit(f"Unexpected error: {type(exc).__name__}: {exc}")

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dmdesk.domain.errors import DmdeskError, GenerationBlocked
 from dmdesk.domain.models import RunView
 from dmdesk.domain.status import FAILED, RunStatus
 
@@ -24,18 +25,34 @@ PHASE_TEXT = {"generation": "Generating questions", "training": "Training Deep M
 
 def blocked_text(run: RunView) -> str:
     """FR-7.4: why Generate is disabled, naming the blocking run's status."""
-    if run.status in FAILED:
+    return blocked_message(run.id, run.status, run.approved_count)
+
+
+def blocked_message(run_id: int, status: RunStatus | str, approved_count: int | None) -> str:
+    """The window's words for a blocked generation: its buttons, not CLI commands (the error
+    carries the facts; dmdesk.domain.errors.GenerationBlocked phrases them for the CLI)."""
+    status = RunStatus(status)
+    if status in FAILED:
         what = "Proceed with it or delete it in Training History below"
-    elif run.status is RunStatus.GENERATED:
+    elif status is RunStatus.GENERATED and approved_count == 0:
+        what = "approve some of its pairs and train it, or delete it in Training History below"
+    elif status is RunStatus.GENERATED:
         what = "review its pairs and train it first"
-    elif run.status is RunStatus.GENERATING:
+    elif status is RunStatus.GENERATING:
         what = "wait for its generation to finish"
     else:
         what = "wait for its training to finish"
     return (
-        f"Run #{run.id} is {run.status.value}: a new generation can start only when every run "
+        f"Run #{run_id} is {status.value}: a new generation can start only when every run "
         f"is completed or removed — {what}."
     )
+
+
+def user_message(exc: DmdeskError) -> str:
+    """An error as the window says it."""
+    if isinstance(exc, GenerationBlocked):
+        return blocked_message(exc.run_id, exc.status, exc.approved_count)
+    return exc.message
 
 
 class WorkflowPanel(QGroupBox):

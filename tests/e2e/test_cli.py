@@ -6,12 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable
-from pathlib import Path
 
-import pytest
-
-from dmdesk.testing.cli import dmdesk_env, run_dmdesk
 from dmdesk.testing.llm_server import FakeLLMServer
 from tests.conftest import chunk_ids
 
@@ -27,25 +22,6 @@ RUN_KEYS = {
     "updated_at",
     "metrics",
 }
-
-
-@pytest.fixture
-def cli(
-    tmp_path: Path, store200: Path, llm_server: FakeLLMServer
-) -> Callable[..., subprocess.CompletedProcess[str]]:
-    env = dmdesk_env(
-        tmp_path,
-        vector_store_path=store200,
-        deep_memory_backend="local",
-        llm_base_url=llm_server.base_url,
-        llm_model="test-model",
-        llm_max_retries=0,
-    ) | {"HOME": str(tmp_path)}
-
-    def run(*args: str, extra_env: dict[str, str] | None = None, timeout: float = 120):
-        return run_dmdesk(env | (extra_env or {}), *args, timeout=timeout)
-
-    return run
 
 
 def as_json(proc: subprocess.CompletedProcess[str]):
@@ -81,9 +57,10 @@ def test_blackbox_fail_refuse_proceed_remove(cli, llm_server: FakeLLMServer) -> 
     pairs = [json.loads(line) for line in listing]
     assert sorted(p["chunk_id"] for p in pairs) == chunk_ids(200)  # every chunk exactly once
 
+    assert cli("review", str(run["id"]), "--approve", str(pairs[0]["id"])).returncode == 0
     removed = cli("remove", str(run["id"]), "--yes")
-    assert removed.returncode == 3  # generated is not failed: refused
-    assert "only a generating_failed or training_failed" in removed.stderr
+    assert removed.returncode == 3  # generated with an approved pair: trained, not removed
+    assert "1 approved pair(s)" in removed.stderr
     assert as_json(cli("run", str(run["id"]), "--json"))["pair_count"] == 200
     assert len(cli("review", str(run["id"]), "--list").stdout.splitlines()) == 200
 

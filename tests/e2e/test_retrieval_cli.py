@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dmdesk.testing.cli import dmdesk_env, run_dmdesk
-from dmdesk.testing.llm_server import FakeLLMServer, embedding_for
+from dmdesk.testing.llm_server import embedding_for
 
 WORDS = [f"w{i}" for i in range(400)]
 
@@ -57,22 +56,6 @@ def numpy_recall(data: dict, ks: list[int]) -> dict[str, float]:
         )
     )
     return out
-
-
-@pytest.fixture
-def run_cli(tmp_path: Path, llm_server: FakeLLMServer):
-    env = dmdesk_env(
-        tmp_path,
-        vector_store_path=tmp_path / "imported-store",
-        deep_memory_backend="local",
-        llm_base_url=llm_server.base_url,
-        embedding="openai:test-embedding",
-    ) | {"HOME": str(tmp_path)}
-
-    def run(*args: str, extra_env: dict[str, str] | None = None):
-        return run_dmdesk(env | (extra_env or {}), *args, timeout=120)
-
-    return run
 
 
 def test_import_then_evaluate_equals_a_direct_numpy_computation(tmp_path, run_cli) -> None:

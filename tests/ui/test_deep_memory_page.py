@@ -331,6 +331,8 @@ def test_fr7_9_rows_expand_accordion_style(qtbot, window: MainWindow, runs) -> N
 @pytest.mark.parametrize("status", ["completed", "generated"])
 def test_fr7_9_terminal_rows_do_not_expand(qtbot, window: MainWindow, ctx, status: str) -> None:
     run_id = insert_run(ctx, status)
+    # (a generated run without any approved pair opens, with Delete: tests/ui/test_no_dead_end)
+    insert_pairs(ctx, run_id, ["c1"], approved=True)
     window.page.refresh()
     click_row(qtbot, window.page.history, run_id)
     assert window.page.history.expanded_run_id() is None
