@@ -50,7 +50,8 @@ deps: $(STAMP) $(DEB_STAMP)
 run: deps
 	$(BIN)/dmdesk demo $(RUN_ARGS)
 
-test: deps
+# Lint (ruff, mypy) first: a red lint fails `make test`, and so CI.
+test: lint
 	QT_QPA_PLATFORM=offscreen BUGGER_OFF=true $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: deps
@@ -59,6 +60,7 @@ bench: deps
 lint: deps
 	$(BIN)/ruff check dmdesk tests bench migrations
 	$(BIN)/ruff format --check dmdesk tests bench migrations
+	$(BIN)/mypy
 
 format: deps
 	$(BIN)/ruff format dmdesk tests bench migrations

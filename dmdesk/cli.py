@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 from dmdesk.domain.errors import (
     EXIT_FAILED,
@@ -30,7 +30,7 @@ from dmdesk.domain.status import FAILED, RunStatus
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # usage errors: exit 2 with a short message
+    def error(self, message: str) -> NoReturn:  # usage errors: exit 2 with a short message
         self.print_usage(sys.stderr)
         print(f"dmdesk: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
@@ -70,7 +70,7 @@ def _settings_epilog() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     # --debug is accepted anywhere on the line: before the command or among its options.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--debug",
         action="store_true",
@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str | None, **kwargs: Any) -> argparse.ArgumentParser:
         if help_text is None:  # not listed in --help (internal)
-            return sub.add_parser(name, parents=[common], **kwargs)  # type: ignore[no-any-return]
-        return sub.add_parser(name, parents=[common], help=help_text, **kwargs)  # type: ignore[no-any-return]
+            return sub.add_parser(name, parents=[common], **kwargs)
+        return sub.add_parser(name, parents=[common], help=help_text, **kwargs)
 
     gui = command("gui", "open the window (the default)")
     gui.add_argument("--smoke", action="store_true", help="exit 0 once the window is shown")
@@ -545,7 +545,7 @@ def _retrieval(cmd: str, args: argparse.Namespace, ctx: Any) -> int:
             return EXIT_OK
         if cmd == "import":
             bar = _Bar()
-            result = retrieval.import_corpus(
+            counts = retrieval.import_corpus(
                 ctx,
                 Path(args.corpus),
                 lambda done, total: bar(
@@ -554,8 +554,8 @@ def _retrieval(cmd: str, args: argparse.Namespace, ctx: Any) -> int:
             )
             bar.close()
             print(
-                f"Imported {result['imported']} documents into {ctx.config.vector_store_path}"
-                f" ({result['skipped']} already there)."
+                f"Imported {counts['imported']} documents into {ctx.config.vector_store_path}"
+                f" ({counts['skipped']} already there)."
             )
             return EXIT_OK
         result = retrieval.evaluate(ctx, Path(args.queries), Path(args.qrels), _parse_ks(args.k))

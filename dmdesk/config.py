@@ -203,7 +203,7 @@ def describe_settings() -> list[SettingInfo]:
         if get_origin(base) is Literal:
             kind, rng = "choice", "|".join(map(str, get_args(base)))
         else:
-            kind = {int: "integer", float: "number"}.get(base, "text")  # type: ignore[call-overload]
+            kind = {int: "integer", float: "number"}.get(base, "text")  # type: ignore[arg-type]
             bounds = []
             for meta in field.metadata:
                 for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):

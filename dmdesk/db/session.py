@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -42,7 +43,7 @@ def make_engine(url: str, *, foreign_keys: bool = True) -> Engine:
             f"The folder of the database {path} does not exist: create it, or fix "
             "DMDESK_DATABASE_URL."
         )
-    kwargs: dict = {}
+    kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
     else:

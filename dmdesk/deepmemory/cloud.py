@@ -479,7 +479,7 @@ class DeepLakeCloudBackend:
     @staticmethod
     def _ranks(
         store: Any,
-        vectors: Sequence[Any],
+        vectors: Any,
         relevant: Sequence[set[str]],
         deep_memory: bool,
         cancel: threading.Event,
@@ -488,7 +488,7 @@ class DeepLakeCloudBackend:
         ranks: list[int | None] = []
         for vector, rel in zip(vectors, relevant, strict=True):
             hits = _call(
-                lambda v=vector: store.search(
+                lambda v=vector: store.search(  # type: ignore[misc]
                     embedding=v, k=EVAL_K, deep_memory=deep_memory, return_tensors=["id"]
                 ),
                 cancel,

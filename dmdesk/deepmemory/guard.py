@@ -95,7 +95,7 @@ def decide(metrics: dict[str, Any]) -> dict[str, Any]:
         base, baseline = ranks["active"], f"the active model (run #{ranks.get('active_run')})"
     else:
         base, baseline = ranks.get("before") or [], "no Deep Memory"
-    b, a = reciprocal_ranks(base), reciprocal_ranks(new)
+    b, a = reciprocal_ranks(base or []), reciprocal_ranks(new or [])
     gain, lo, hi = bootstrap_gain(b, a)
     facts = (
         f"held-out MRR {b.mean():.3f} → {a.mean():.3f} against {baseline}, gain {gain:+.3f}, "

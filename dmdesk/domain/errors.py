@@ -3,7 +3,7 @@ act on; the GUI shows the same message in a dialog. No message ever contains a s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from dmdesk.domain.status import RunStatus
@@ -91,18 +91,18 @@ class DatabaseError(InvalidSettings):
 
 
 class LLMError(DmdeskError):
-    """The LLM failed in a way retries did not fix. `permanent` errors are not retried at all."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
+    """The LLM failed in a way retries did not fix."""
 
 
 class TrainingError(DmdeskError):
     """A Deep Memory backend failed. Carries what should survive for diagnostics."""
 
     def __init__(
-        self, message: str, *, job_id: str | None = None, metrics: dict | None = None
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        metrics: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.job_id = job_id

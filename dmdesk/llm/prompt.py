@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 
 MAX_PASSAGE_CHARS = 6_000
 MIN_QUESTION_CHARS = 8
@@ -46,7 +47,7 @@ class InvalidReply(ValueError):
 _SPACE = re.compile(r"\s+")
 
 
-def clean_questions(candidates: list[object], n: int) -> list[str]:
+def clean_questions(candidates: Sequence[object], n: int) -> list[str]:
     """Normalise, bound and deduplicate; keep at most `n`. Fewer than `n` is accepted (a model
     that finds only one good question is better kept than retried forever); none is invalid."""
     seen: set[str] = set()

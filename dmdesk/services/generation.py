@@ -194,8 +194,8 @@ class GenerationJob(RunJob):
         producer = asyncio.create_task(guard(produce()))
         callers = [asyncio.create_task(guard(call_llm())) for _ in range(concurrency)]
         watcher = asyncio.create_task(watch())
-        all_calls = asyncio.gather(*callers)
-        stopper = asyncio.create_task(stop.wait())
+        all_calls: asyncio.Future[Any] = asyncio.gather(*callers)
+        stopper: asyncio.Future[Any] = asyncio.create_task(stop.wait())
         await asyncio.wait({all_calls, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set():
             producer.cancel()

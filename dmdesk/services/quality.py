@@ -26,7 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import bindparam, select, update
+from numpy.typing import NDArray
+from sqlalchemy import Table, bindparam, select, update
 
 from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
@@ -65,8 +66,8 @@ def malformed(question: str) -> str | None:
 def assess(
     questions: Sequence[str],
     own_rows: Sequence[int],
-    q_emb: np.ndarray,
-    corpus: np.ndarray,
+    q_emb: NDArray[np.float32],
+    corpus: NDArray[np.float32],
     t: Thresholds,
     cancel: threading.Event | None = None,
 ) -> list[str | None]:
@@ -115,7 +116,7 @@ def _embed_run(
     embed: EmbeddingFunction,
     say: Callable[[str], None],
     cancel: threading.Event | None,
-) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, str]]]:
+) -> tuple[NDArray[np.float32], NDArray[np.float32], list[tuple[int, int, str]]]:
     """Normalised question and chunk embeddings, and the pairs whose chunk is in the store as
     (pair id, chunk row, question)."""
     store = ctx.vector_store_factory(store_path)
@@ -127,7 +128,7 @@ def _embed_run(
     row_of = {cid: i for i, cid in enumerate(ids)}
     kept = [(pid, row_of[cid], q) for pid, cid, q in rows if cid in row_of]
     questions = [q for _, _, q in kept]
-    vectors: list[np.ndarray] = []
+    vectors: list[NDArray[np.float32]] = []
     for start in range(0, len(questions), EMBED_BATCH):
         if cancel is not None and cancel.is_set():
             raise Cancelled()
@@ -168,7 +169,7 @@ def assess_run(
             close_embedding(embed)
     questions = [q for _, _, q in kept]
     flags = assess(questions, [r for _, r, _ in kept], q_emb, corpus, thresholds_of(ctx), cancel)
-    table = TrainingPair.__table__
+    table: Table = TrainingPair.__table__  # type: ignore[assignment]
     with session_scope(ctx.sessions) as s:
         s.connection().execute(  # one executemany, not a statement per pair
             update(table).where(table.c.id == bindparam("pid")).values(flags=bindparam("f")),

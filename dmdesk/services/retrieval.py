@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from dmdesk.deepmemory import adapters
 from dmdesk.deepmemory.metrics import retrieval_metrics
@@ -112,7 +113,7 @@ def _ranked(
     ids, corpus = store.corpus_embeddings(embed)
     check_dimensions(ctx, q.shape[1], corpus.shape[1], adapter if use_dm else None)
 
-    def top_k(vector: np.ndarray) -> list[Hit]:
+    def top_k(vector: NDArray[np.float32]) -> list[Hit]:
         scores = corpus @ vector
         top = np.argsort(-scores)[:k].tolist()
         text_of = dict(zip(sorted(top), store.read_texts(sorted(top)), strict=True))

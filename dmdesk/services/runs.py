@@ -486,12 +486,14 @@ class TrainingRunService:
             which.append((unreviewed | flagged_only) if include_flagged else unreviewed)
         with session_scope(self.ctx.sessions) as s:
             self._reviewable(s, run_id)
-            return s.execute(
-                update(TrainingPair)
-                .where(*which)
-                .values(approved=True)
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]
+            return int(
+                s.execute(
+                    update(TrainingPair)
+                    .where(*which)
+                    .values(approved=True)
+                    .execution_options(synchronize_session=False)
+                ).rowcount  # type: ignore[attr-defined]
+            )
 
     def review_counts(self, run_id: int) -> dict[str, int]:
         """approved / rejected / flagged / unreviewed pairs of a run, in one query."""

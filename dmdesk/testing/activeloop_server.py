@@ -79,7 +79,7 @@ class ActiveloopServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> ActiveloopServer:
         self._thread.start()
@@ -204,7 +204,8 @@ class ActiveloopServer:
         if match is None:
             return 422, {"description": "no ARRAY[] in the query"}
         q = np.asarray([float(v) for v in match.group(1).split(",")], dtype=np.float32)
-        limit = int(LIMIT.search(tql).group(1)) if LIMIT.search(tql) else 4
+        found = LIMIT.search(tql)
+        limit = int(found.group(1)) if found else 4
         emb = np.asarray(ds["embedding"].numpy(), dtype=np.float32)
         norms = np.linalg.norm(emb, axis=1) * (np.linalg.norm(q) or 1.0)
         scores = (emb @ q) / np.where(norms == 0, 1.0, norms)

@@ -43,17 +43,6 @@ class RoundResult:
         )
 
 
-def _cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dmdesk", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def kill_round(
     work: Path, store: Path, llm_base_url: str, delay_s: float, chunks: int
 ) -> RoundResult:

@@ -44,7 +44,7 @@ DEFAULT_WAIT_MS = 60_000
 class MemoryKeyring(keyring.backend.KeyringBackend):
     """A keyring that lives for one test (headless machines have no Secret Service)."""
 
-    priority = 1  # type: ignore[assignment]
+    priority = 1
 
     def __init__(self) -> None:
         super().__init__()

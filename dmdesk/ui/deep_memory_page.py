@@ -51,6 +51,8 @@ class DeepMemoryPage(QWidget):
         self._worker: JobWorker | None = None
         self._thread: QThread | None = None
         self._job_run_id: int | None = None
+        self._final: RunView | None = None  # what the job's worker returned
+        self.review_dialog: ReviewDialog | None = None
 
         outer = QVBoxLayout(self)
         # Header: always visible (FR-6.4).
@@ -103,7 +105,7 @@ class DeepMemoryPage(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.cards)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        self.scroll = scroll
+        self.scroll_area = scroll
         outer.addWidget(scroll, 1)
         self._filler = QWidget()  # takes the slack when only the header and warning show
         outer.addWidget(self._filler, 1)
@@ -132,7 +134,7 @@ class DeepMemoryPage(QWidget):
         """Reload everything the page shows (FR-7.6)."""
         resp = settings_service.get_settings(self.ctx.config)
         self.gate_warning.setVisible(not resp.available)
-        self.scroll.setVisible(resp.available)
+        self.scroll_area.setVisible(resp.available)
         self._filler.setVisible(not resp.available)
         if not resp.available:
             self.gate_warning.setText(resp.unavailable_reason or "Deep Memory is not available.")
@@ -227,7 +229,7 @@ class DeepMemoryPage(QWidget):
 
     @Slot()
     def _on_thread_finished(self) -> None:
-        final = getattr(self, "_final", None)
+        final = self._final
         self._thread = None
         self._worker = None
         self._final = None

@@ -70,16 +70,29 @@ class ProgressDelegate(QStyledItemDelegate):
             ICON_SIZE,
         )
 
-    def paint(self, painter: Any, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+    def paint(
+        self,
+        painter: Any,
+        option: QStyleOptionViewItem,
+        index: QModelIndex | QPersistentModelIndex,
+    ) -> None:
         super().paint(painter, option, index)
         if index.data(HasRefreshRole):
-            icon("refresh").paint(painter, self.icon_rect(option.rect))  # type: ignore[attr-defined]
+            icon("refresh").paint(painter, self.icon_rect(option.rect))
 
-    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
+    def sizeHint(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> QSize:
         size = super().sizeHint(option, index)
         return QSize(size.width() + ICON_SIZE + 8, max(size.height(), ICON_SIZE + 6))
 
-    def editorEvent(self, event: QEvent, model: Any, option: Any, index: QModelIndex) -> bool:
+    def editorEvent(
+        self,
+        event: QEvent,
+        model: Any,
+        option: Any,
+        index: QModelIndex | QPersistentModelIndex,
+    ) -> bool:
         if (
             event.type() == QEvent.Type.MouseButtonRelease
             and index.data(HasRefreshRole)
@@ -238,7 +251,7 @@ class HistoryView(QTreeView):
                 self.collapse(prev_index)
         self._install_actions(index)
 
-    def collapse(self, index: QModelIndex | QPersistentModelIndex) -> None:  # type: ignore[override]
+    def collapse(self, index: QModelIndex | QPersistentModelIndex) -> None:
         run = self._model.run_at(index)
         if run is not None and run.id == self._open:
             self._open = None
@@ -265,7 +278,7 @@ class HistoryView(QTreeView):
         # A word-wrapped label's own size hint assumes a narrow width: size the row for the
         # width it really gets.
         layout = widget.layout()
-        if layout.hasHeightForWidth():
+        if layout is not None and layout.hasHeightForWidth():
             width = max(200, self.viewport().width() - self.indentation())
             widget.setFixedHeight(layout.totalHeightForWidth(width))
         self.setIndexWidget(child, widget)

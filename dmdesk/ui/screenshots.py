@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import cast
 
 from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
@@ -43,7 +44,7 @@ def wait_until(app: QApplication, predicate, timeout_ms: int = 60_000) -> None:
 def main(out: str = "docs") -> int:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = cast(QApplication, QApplication.instance() or QApplication(sys.argv[:1]))
     tmp = Path(tempfile.mkdtemp(prefix="dmdesk-shots-"))
     n = 120
     create_local_store(
@@ -101,7 +102,9 @@ def main(out: str = "docs") -> int:
         run_id = page.history_model.runs()[0].id
         page.history.toggle(run_id)
         app.processEvents()
-        page.history.actions_widget(run_id).proceed_button.click()
+        actions = page.history.actions_widget(run_id)
+        assert actions is not None and actions.proceed_button is not None
+        actions.proceed_button.click()
         wait_until(app, lambda: not page.job_running)
         TrainingRunService(ctx).approve_all(run_id)
         page.refresh()

@@ -101,9 +101,9 @@ def prepare_cloud() -> ModuleType:
     import deeplake.client.config as client_config
 
     if not isinstance(client_module.requests, _BoundedRequests):
-        client_module.requests = _BoundedRequests(client_module.requests)  # type: ignore[assignment]
+        client_module.requests = _BoundedRequests(client_module.requests)
     endpoint = os.environ.get(ENDPOINT_ENV, "").strip().rstrip("/")
     client_config.USE_LOCAL_HOST = bool(endpoint)
     if endpoint:
-        client_module.HUB_REST_ENDPOINT_LOCAL = endpoint  # type: ignore[attr-defined]
+        client_module.HUB_REST_ENDPOINT_LOCAL = endpoint
     return deeplake
