@@ -128,7 +128,7 @@ def ensure_schema(engine: Engine) -> None:
         if check(current_revision(engine)):
             with _schema_lock(engine):
                 if check(current_revision(engine)):
-                    upgrade(url)
+                    _upgrade_or_explain(url, safe)
     except DatabaseError:
         raise
     except (OperationalError, SADatabaseError) as exc:
@@ -145,9 +145,17 @@ def ensure_schema(engine: Engine) -> None:
                 "and that DMDESK_DATABASE_URL is right."
             )
         raise DatabaseError(f"Cannot open the database {safe}: {reason}. {hint}") from None
-    except Exception as exc:  # a migration that failed: never a bare traceback at start-up
+
+
+def _upgrade_or_explain(url: str, safe: str) -> None:
+    """Upgrade to head; a migration that fails is a readable DatabaseError, never a bare
+    traceback at start-up."""
+    try:
+        upgrade(url)
+    except Exception as exc:
+        reason = getattr(exc, "orig", None) or exc
         raise DatabaseError(
             f"Cannot upgrade the database {safe} to this dmdesk's schema "
-            f"({type(exc).__name__}: {exc}). Nothing was changed; keep a copy of the database "
-            "and report this with the log file."
+            f"({type(exc).__name__}: {reason}). Keep a copy of the database and report this "
+            "with the log file; an older dmdesk can still open a copy made before this start."
         ) from None

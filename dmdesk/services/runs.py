@@ -325,7 +325,7 @@ class TrainingRunService:
             )
         run = s.get(TrainingRun, run_id)
         assert run is not None
-        snapshot = dict(run.settings or {})
+        snapshot = self._completed_snapshot(dict(run.settings or {}))
         snapshot.pop("attach_job_id", None)  # Proceed re-submits; it does not re-attach
         if new is RunStatus.GENERATING:
             cfg = self.ctx.config
@@ -335,6 +335,22 @@ class TrainingRunService:
                 generation_concurrency=cfg.generation_concurrency,
             )
         return self._claim(s, run_id, old, new, settings=snapshot)
+
+    def _completed_snapshot(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """A run from a ZIP-004 database may have no settings snapshot: what it lacks is taken
+        from the current settings (and the chunk selection from the store as it is now), and
+        recorded, so its next Proceed works on the same set."""
+        cfg = self.ctx.config
+        for key in ("vector_store_path", "questions_per_chunk", "deep_memory_backend", "embedding"):
+            snapshot.setdefault(key, getattr(cfg, key))
+        if "selection" not in snapshot:
+            store = self.ctx.vector_store_factory(snapshot["vector_store_path"])
+            try:
+                rows = store.row_count()
+            finally:
+                store.close()
+            snapshot["selection"] = {"rows": rows}
+        return snapshot
 
     def _claim(
         self, s: Session, run_id: int, old: RunStatus, new: RunStatus, **values: Any

@@ -18,9 +18,8 @@ from dmdesk.vectorstore.service import VectorStoreService
 
 GATE_MESSAGE = (
     "Deep Memory is only available with DeepLake Cloud: {what}. Point dmdesk at a DeepLake "
-    "Cloud store (hub://org/dataset), or set DMDESK_DEEP_MEMORY_BACKEND=local to use dmdesk's "
-    "local Deep Memory engine (environment, or `dmdesk settings --set "
-    "deep_memory_backend=local`), then restart dmdesk."
+    "Cloud store (hub://org/dataset), or choose dmdesk's local Deep Memory engine (backend "
+    '"local" in Settings, or DMDESK_DEEP_MEMORY_BACKEND=local).'
 )
 
 

@@ -138,7 +138,16 @@ def run_gui(config: DmdeskConfig, *, smoke: bool = False, demo: bool = False) ->
     try:
         ctx = app_start.start(config)
     except DmdeskError as exc:
-        QMessageBox.critical(None, "dmdesk cannot start", exc.message)
+        # Said in a dialog (a desktop launcher has no terminal) and on stderr, in one line.
+        print(f"dmdesk: {exc.message}", file=sys.stderr)
+        box = QMessageBox(
+            QMessageBox.Icon.Critical,
+            "dmdesk cannot start",
+            exc.message,
+            QMessageBox.StandardButton.Ok,
+        )
+        box.setObjectName("startupErrorBox")
+        box.exec()
         return exc.exit_code
     window = MainWindow(ctx)
     window.show()
