@@ -115,13 +115,16 @@ class GenerationJob(RunJob):
                     f"The vector store now has {available} chunks but this run was started on "
                     f"{rows}; it cannot resume on a different set. Remove the run and start again."
                 )
-            done_ids = self._reset_counters(rows)
+            chunks = int(snapshot["selection"].get("chunks") or rows)
+            done_ids = self._reset_counters(chunks)
             self._report()
             if self.processed >= self.total:
                 return
             generator = self.ctx.generator_factory(snapshot, self.ctx.config)
             try:
-                await self._pipeline(store, generator, rows, done_ids, n_questions, concurrency)
+                await self._pipeline(
+                    store, generator, rows, done_ids, n_questions, concurrency, chunks < rows
+                )
             finally:
                 await generator.aclose()
         finally:
@@ -135,6 +138,7 @@ class GenerationJob(RunJob):
         done_ids: set[str],
         n_questions: int,
         concurrency: int,
+        repeated_ids: bool = False,
     ) -> None:
         work: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=concurrency * 2)
         results: asyncio.Queue[_Result | None] = asyncio.Queue()
@@ -148,6 +152,7 @@ class GenerationJob(RunJob):
                 batch_size=READ_BATCH,
                 start_row=self._start_row,
                 frontier=mark,
+                once_per_id=repeated_ids,
             )
             while True:
                 batch = await asyncio.to_thread(next, it, None)
@@ -253,8 +258,9 @@ class GenerationJob(RunJob):
             raise DmdeskError("This run has no chunk selection recorded; remove it.")
         return snapshot
 
-    def _reset_counters(self, rows: int) -> set[str]:
-        """Processed chunks and pair counts from the table's truth (FR-3.4, FR-3.6)."""
+    def _reset_counters(self, chunks: int) -> set[str]:
+        """Processed chunks and pair counts from the table's truth (FR-3.4, FR-3.6). `chunks`
+        is the run's number of distinct chunk ids (rows that repeat an id are one chunk)."""
         with session_scope(self.ctx.sessions) as s:
             done_ids = set(
                 s.scalars(
@@ -268,7 +274,7 @@ class GenerationJob(RunJob):
                 .select_from(TrainingPair)
                 .where(TrainingPair.training_run_id == self.run_id)
             )
-            self.total, self.processed, self.pairs = rows, len(done_ids), int(pairs or 0)
+            self.total, self.processed, self.pairs = chunks, len(done_ids), int(pairs or 0)
             self.guarded(
                 s, total_chunks=self.total, processed_chunks=self.processed, pair_count=self.pairs
             )

@@ -136,8 +136,11 @@ class VectorStoreService:
         id_block: int = 8192,
         start_row: int = 0,
         frontier: list[int] | None = None,
+        once_per_id: bool = False,
     ) -> Iterator[list[Chunk]]:
         """Yield batches of the chunks of rows [start_row, stop) whose id is not in `skip_ids`.
+        With `once_per_id` (a store whose `id` tensor repeats ids), a row whose id an earlier
+        row already yielded is skipped too: a chunk is its id.
 
         Ids are read a block at a time (deeplake 3.9 decodes text at ~11 µs a sample, so 100k
         ids cost ~1.1 s): the first chunks to do are yielded as soon as their block is read, and
@@ -149,6 +152,7 @@ class VectorStoreService:
         pending: list[tuple[int, str]] = []
         mark = frontier if frontier is not None else [start_row]
         mark[0] = start_row
+        yielded: set[str] = set()
         for start in range(start_row, stop, id_block):
             end = min(stop, start + id_block)
             ids = (
@@ -156,7 +160,15 @@ class VectorStoreService:
                 if has_ids
                 else [str(i) for i in range(start, end)]
             )
-            pending.extend((start + i, cid) for i, cid in enumerate(ids) if cid not in skip_ids)
+            if once_per_id:
+                fresh = []
+                for i, cid in enumerate(ids):
+                    if cid not in skip_ids and cid not in yielded:
+                        yielded.add(cid)
+                        fresh.append((start + i, cid))
+                pending.extend(fresh)
+            else:
+                pending.extend((start + i, cid) for i, cid in enumerate(ids) if cid not in skip_ids)
             mark[0] = pending[0][0] if pending else end
             while len(pending) >= batch_size or (pending and end == stop):
                 batch, pending = pending[:batch_size], pending[batch_size:]

@@ -290,3 +290,43 @@ def test_a_read_cut_short_by_cancel_never_moves_the_resume_row_past_unsent_chunk
     final = runs.run_job(run.id)
     assert final.status is RunStatus.GENERATED, final.error_message
     assert chunk_pair_counts(ctx, run.id) == dict.fromkeys(chunk_ids(200), 1)
+
+
+# -- issue 12: a store whose `id` tensor repeats ids -------------------------------------------
+
+# 30 rows, 20 distinct ids: rows 20..29 repeat ids of rows 0..9 (with other texts).
+REPEATED_IDS = chunk_ids(20) + chunk_ids(10)
+
+
+def test_a_store_that_repeats_ids_completes_with_each_chunk_once(
+    make_ctx: Callable[..., ServiceContext], dmdesk_store, llm_server: FakeLLMServer
+) -> None:
+    """A chunk's identity is its id (pairs and Deep Memory's relevance name chunks by id): the
+    run has 20 chunks, not 30 rows, and ends `generated` instead of 'ended before every chunk
+    was done' on every Proceed, forever."""
+    store = dmdesk_store(chunk_texts(30), ids=REPEATED_IDS)
+    runs = TrainingRunService(make_ctx(vector_store_path=store))
+    run = generate(runs)
+    assert run.status is RunStatus.GENERATED, run.error_message
+    assert (run.processed_chunks, run.total_chunks, run.pair_count) == (20, 20, 20)
+    assert chunk_pair_counts(runs.ctx, run.id) == dict.fromkeys(chunk_ids(20), 1)
+    assert len(llm_server.stats.passages) == 20  # the first row of each id, once
+
+
+@pytest.mark.parametrize("fail_after", [5, 15])
+def test_a_resumed_run_over_repeated_ids_completes_with_each_chunk_once(
+    make_ctx: Callable[..., ServiceContext],
+    dmdesk_store,
+    llm_server: FakeLLMServer,
+    fail_after: int,
+) -> None:
+    store = dmdesk_store(chunk_texts(30), ids=REPEATED_IDS)
+    runs = TrainingRunService(make_ctx(vector_store_path=store, generation_concurrency=2))
+    llm_server.configure(fail_after=fail_after)
+    first = generate(runs)
+    assert first.status is RunStatus.GENERATING_FAILED
+    llm_server.configure(fail_after=None)
+    final = runs.run_job(runs.proceed(first.id).id)
+    assert final.status is RunStatus.GENERATED, final.error_message
+    assert (final.processed_chunks, final.total_chunks) == (20, 20)
+    assert chunk_pair_counts(runs.ctx, final.id) == dict.fromkeys(chunk_ids(20), 1)
