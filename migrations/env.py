@@ -7,6 +7,8 @@ a batch rebuild of the runs table would otherwise cascade its DROP to every pair
 
 from __future__ import annotations
 
+import os
+
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
@@ -25,12 +27,11 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    # `alembic` command line (developers): build an engine from the ini URL.
-    engine = engine_from_config(
-        config.get_section(config.config_ini_section, {}),
-        prefix="sqlalchemy.",
-        poolclass=pool.NullPool,
-    )
+    # `alembic` command line (developers): DMDESK_DATABASE_URL, else the ini's URL.
+    section = config.get_section(config.config_ini_section, {})
+    if os.environ.get("DMDESK_DATABASE_URL"):
+        section["sqlalchemy.url"] = os.environ["DMDESK_DATABASE_URL"]
+    engine = engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # outside a transaction, or no-op

@@ -317,3 +317,32 @@ def test_0003_adds_pair_flags_and_keeps_every_pair_both_ways(url: str, engine: s
     with engine.connect() as c:
         columns = {col["name"] for col in sa.inspect(c).get_columns(PAIRS)}
     assert "flags" not in columns
+
+
+def test_alembic_from_the_command_line_commits(tmp_path: Path) -> None:
+    """Issue 12: `alembic upgrade 0001` created the tables but left alembic_version empty (the
+    engine path never committed), so the next dmdesk start failed with 'table … already
+    exists'. Now it records its revision, and dmdesk upgrades from there."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    url = f"sqlite:///{tmp_path / 'dev.db'}"
+    env = {**os.environ, "DMDESK_DATABASE_URL": url}
+    proc = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(root / "alembic.ini"), "upgrade", "0001"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    engine = make_engine(url)
+    try:
+        assert migrate.current_revision(engine) == "0001"
+        migrate.ensure_schema(engine)
+        assert migrate.current_revision(engine) == migrate.head_revision()
+    finally:
+        engine.dispose()
