@@ -277,3 +277,10 @@ def test_evaluate_and_search_with_another_model_say_so(imported, tmp_path: Path)
     assert se.returncode in (2, 3) and "unexpected" not in se.stderr, se.stderr
     for proc in (ev, se):
         assert "Traceback" not in proc.stderr and "matmul" not in proc.stderr
+
+
+def test_smoke_works_without_the_gui_command(cli) -> None:
+    """The README's synopsis `dmdesk [gui] [--smoke]`: the command is optional."""
+    out = cli("--smoke", extra_env={"QT_QPA_PLATFORM": "offscreen"})
+    assert out.returncode == 0, out.stderr
+    assert "window shown" in out.stdout
