@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QApplication
 
 from dmdesk.ui.diagnostics import StallProbe
 from dmdesk.ui.main_window import MainWindow
+from dmdesk.ui.workers import apply_responsiveness_policy
 
 
 def one(app: QApplication, srv: ServerProcess, chunks: int) -> list[float]:
@@ -43,6 +44,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     app = QApplication.instance() or QApplication([])
+    apply_responsiveness_policy()  # as run_gui does for the GUI process
     worst: list[float] = []
     p99s: list[float] = []
     with ServerProcess(latency_s=0.0) as srv:

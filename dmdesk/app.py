@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 from dmdesk.config import DmdeskConfig, load_config
+from dmdesk.domain.models import RunView
 from dmdesk.domain.status import RunStatus
 from dmdesk.secrets import RedactingFormatter
 from dmdesk.services.context import ServiceContext, build_context
 from dmdesk.services.runs import TrainingRunService
 
+_DETACHED: list[subprocess.Popen[bytes]] = []  # detached job workers this process started
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 
 
@@ -57,8 +59,9 @@ def spawn_job_worker(ctx: ServiceContext, run_id: int) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "dmdesk"]
     cmd += ["_job", str(run_id), "--owner", ctx.owner]
+    _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]  # reap the ones that ended
     with open(logs / f"job-{run_id}.log", "ab") as out:
-        subprocess.Popen(
+        proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -66,6 +69,7 @@ def spawn_job_worker(ctx: ServiceContext, run_id: int) -> None:
             start_new_session=True,
             env=os.environ.copy(),
         )
+    _DETACHED.append(proc)  # kept, so that it is reaped, never reported as leaked
 
 
 def start(config: DmdeskConfig | None = None, *, recover_runs: bool = True) -> ServiceContext:
@@ -80,8 +84,11 @@ def start(config: DmdeskConfig | None = None, *, recover_runs: bool = True) -> S
     return ctx
 
 
-def recover(ctx: ServiceContext) -> None:
-    """Stale runs become failed; a re-attached cloud training run gets a detached worker."""
-    for run in TrainingRunService(ctx).recover_stale():
+def recover(ctx: ServiceContext) -> list[RunView]:
+    """Stale runs become failed; a re-attached cloud training run gets a detached worker.
+    Returns the runs recovered."""
+    recovered = TrainingRunService(ctx).recover_stale()
+    for run in recovered:
         if run.status is RunStatus.TRAINING:
             spawn_job_worker(ctx, run.id)
+    return recovered

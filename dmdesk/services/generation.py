@@ -187,7 +187,9 @@ class GenerationJob(RunJob):
         async def watch() -> None:
             while not stop.is_set():
                 if self.cancel.is_set():
-                    if self._failure is None:
+                    if self.handover.is_set():
+                        self._failure = LostRun()  # another process goes on: write nothing
+                    elif self._failure is None:
                         self._failure = Cancelled()
                     stop.set()
                 if self._heartbeat.lost.is_set():

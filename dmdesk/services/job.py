@@ -44,6 +44,8 @@ class RunJob:
         self.run_id = run_id
         self.progress = progress or (lambda _u: None)
         self.cancel = cancel or threading.Event()
+        # Set (with cancel) when another process takes the run over: stop, write nothing.
+        self.handover = threading.Event()
         self.runs = TrainingRunService(ctx)
 
     def heartbeat(self) -> Heartbeat:

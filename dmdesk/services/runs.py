@@ -124,6 +124,25 @@ class TrainingRunService:
         )
         return to_view(run, approved or 0, self._active_runs())
 
+    def change_token(self) -> tuple[Any, ...]:
+        """A cheap fingerprint of the runs table that changes whenever any process changes a
+        run (every write sets `updated_at`; a review touches its run): one indexed query, for
+        windows that watch the table."""
+        with session_scope(self.ctx.sessions) as s:
+            row = s.execute(
+                select(func.count(), func.max(TrainingRun.updated_at), func.max(TrainingRun.id))
+            ).one()
+        return tuple(row)
+
+    def _touch(self, s: Session, run_id: int) -> None:
+        """Mark a run changed (its pairs were reviewed) so that watching windows reload it."""
+        s.execute(
+            update(TrainingRun)
+            .where(TrainingRun.id == run_id)
+            .values(updated_at=self.ctx.clock())
+            .execution_options(synchronize_session=False)
+        )
+
     def blocking_run(self) -> RunView | None:
         """The run that blocks a new generation (FR-2), if any."""
         with session_scope(self.ctx.sessions) as s:
@@ -497,6 +516,7 @@ class TrainingRunService:
                 .values(approved=approved)
                 .execution_options(synchronize_session=False)
             )
+            self._touch(s, run_id)
             return len(ids)
 
     def approve_all(
@@ -514,7 +534,7 @@ class TrainingRunService:
             which.append((unreviewed | flagged_only) if include_flagged else unreviewed)
         with session_scope(self.ctx.sessions) as s:
             self._reviewable(s, run_id)
-            return int(
+            n = int(
                 s.execute(
                     update(TrainingPair)
                     .where(*which)
@@ -522,6 +542,8 @@ class TrainingRunService:
                     .execution_options(synchronize_session=False)
                 ).rowcount  # type: ignore[attr-defined]
             )
+            self._touch(s, run_id)
+            return n
 
     def review_counts(self, run_id: int) -> dict[str, int]:
         """approved / rejected / flagged / unreviewed pairs of a run, in one query."""
@@ -564,17 +586,27 @@ class TrainingRunService:
         run_id: int,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        handover: threading.Event | None = None,
     ) -> RunView:
         """Run the job of the run's active phase in this thread, until it ends; returns the run.
 
-        The run must be owned by this context (it was just started or proceeded here)."""
+        The run must be owned by this context (it was just started or proceeded here). `cancel`
+        stops the job, leaving the run failed and resumable; with `handover` set too, the job
+        stops without touching the run, for another process with the same owner token to go
+        on with it (`dmdesk.app.spawn_job_worker`)."""
         view = self.get_run(run_id)
+        job: Any
         if view.status is RunStatus.GENERATING:
             from dmdesk.services.generation import GenerationJob
 
-            return GenerationJob(self.ctx, run_id, progress, cancel).run()
-        if view.status is RunStatus.TRAINING:
+            job = GenerationJob(self.ctx, run_id, progress, cancel)
+        elif view.status is RunStatus.TRAINING:
             from dmdesk.services.training import TrainingJob
 
-            return TrainingJob(self.ctx, run_id, progress, cancel).run()
-        raise RuleViolation(f"Run #{run_id} is {view.status.value}; there is no job to run.")
+            job = TrainingJob(self.ctx, run_id, progress, cancel)
+        else:
+            raise RuleViolation(f"Run #{run_id} is {view.status.value}; there is no job to run.")
+        if handover is not None:
+            job.handover = handover
+        result: RunView = job.run()
+        return result

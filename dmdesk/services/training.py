@@ -104,6 +104,11 @@ class TrainingJob(RunJob):
             if apply_guard(self.ctx, view):
                 return self.runs.get_run(self.run_id)
             return view
+        except Cancelled as exc:
+            if not self.handover.is_set():
+                return self._end(RunStatus.TRAINING_FAILED, metrics=None, error=exc.message)
+            log.info("run %s: handed over to another process", self.run_id)
+            return self.runs.get_run(self.run_id)
         except LostRun:
             log.warning("run %s: no longer ours; stopping without touching it", self.run_id)
             return self.runs.get_run(self.run_id)

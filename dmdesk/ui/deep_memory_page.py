@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 
 from PySide6.QtCore import QEventLoop, QModelIndex, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
@@ -22,12 +23,13 @@ from PySide6.QtWidgets import (
 from dmdesk.config import DmdeskConfig
 from dmdesk.domain.errors import DmdeskError
 from dmdesk.domain.models import RunView
-from dmdesk.domain.status import FAILED, RunStatus
+from dmdesk.domain.status import ACTIVE, FAILED, RunStatus
 from dmdesk.services import settings as settings_service
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.ui.history_model import COL_PAIRS, COL_PROGRESS, RunHistoryModel
 from dmdesk.ui.history_view import HistoryView
+from dmdesk.ui.live import RunWatcher
 from dmdesk.ui.metrics_chart import RunDetails
 from dmdesk.ui.resources import icon
 from dmdesk.ui.review_dialog import ReviewDialog
@@ -52,6 +54,7 @@ class DeepMemoryPage(QWidget):
         self._thread: QThread | None = None
         self._job_run_id: int | None = None
         self._final: RunView | None = None  # what the job's worker returned
+        self._stopped_by_admin = False
         self.review_dialog: ReviewDialog | None = None
 
         outer = QVBoxLayout(self)
@@ -123,12 +126,45 @@ class DeepMemoryPage(QWidget):
         self.details.use_requested.connect(self._on_use_requested)
         self.details.stop_using_requested.connect(self._on_stop_using_requested)
         self.refresh()
+        # Live: changes by any process show within about a second (dmdesk.ui.live).
+        self.watcher = RunWatcher(ctx, parent=self)
+        self.watcher.runs_loaded.connect(self.apply_runs)
+        self.watcher.start()
+        refresh_key = QShortcut(QKeySequence(QKeySequence.StandardKey.Refresh), self)
+        refresh_key.activated.connect(self.reload)
 
     # -- state ---------------------------------------------------------------------------------
 
     @property
     def job_running(self) -> bool:
         return self._thread is not None
+
+    @Slot()
+    def reload(self) -> None:
+        """F5: read everything again now, changed or not."""
+        self.refresh()
+        self.watcher.poll(force=True)
+
+    @Slot(object)
+    def apply_runs(self, runs: list[RunView]) -> None:
+        """The runs as the database has them now: only rows that changed are updated (the open
+        row and the selection stay), and the Workflow card follows from the same data. This
+        window's own job row is left to its progress signals, which are ahead of the table."""
+        if self.scroll_area.isHidden():
+            return  # the gate warning is showing: nothing of the runs is
+        current = self.history_model.runs()
+        if [r.id for r in current] != [r.id for r in runs]:
+            self.history_model.set_runs(runs)
+        else:
+            own = self._job_run_id if self.job_running else None
+            for old, new in zip(current, runs, strict=True):
+                if new != old and new.id != own:
+                    self.history_model.update_run(new)
+        shown = self.history_model.run_at(self.history.currentIndex())
+        if shown is not None:
+            self.details.show_run(shown)
+        blocking = next((r for r in reversed(runs) if r.status is not RunStatus.COMPLETED), None)
+        self.workflow.set_state(blocking, job_running=self.job_running)
 
     def refresh(self) -> None:
         """Reload everything the page shows (FR-7.6)."""
@@ -187,11 +223,23 @@ class DeepMemoryPage(QWidget):
     def stop_job(self, wait: bool = False) -> None:
         if self._worker is not None:
             self._worker.cancel()
+            self._stopped_by_admin = True
+            self.workflow.show_stopping(
+                "Stopping… (waiting for the current step to finish; the run stays resumable)"
+            )
         if wait and self._thread is not None:
             loop = QEventLoop()
             self._thread.finished.connect(loop.quit)
             if self._thread is not None and self._thread.isRunning():
                 loop.exec()
+
+    def hand_over_job(self) -> None:
+        """Let the running job go on in a detached dmdesk process (closing the window with
+        "Keep running in the background"): this worker stops without touching the run, and
+        once it has, `dmdesk _job` takes the run over with this window's owner token."""
+        if self._worker is not None:
+            self._worker.hand_over()
+            self.workflow.show_stopping("Handing the run over to a background process…")
 
     @Slot(object)
     def _on_worker_run_started(self, run: RunView) -> None:
@@ -230,14 +278,22 @@ class DeepMemoryPage(QWidget):
     @Slot()
     def _on_thread_finished(self) -> None:
         final = self._final
+        worker = self._worker
+        handed_over = worker is not None and worker.handed_over
+        stopped = self._stopped_by_admin and not handed_over
         self._thread = None
         self._worker = None
         self._final = None
-        self.workflow.job_ended(final)
+        self._stopped_by_admin = False
+        if handed_over and final is not None and final.status in ACTIVE:
+            from dmdesk.app import spawn_job_worker
+
+            spawn_job_worker(self.ctx, final.id)
+        self.workflow.job_ended(final, stopped=stopped, handed_over=handed_over)
         self.refresh()
         if final is not None and final.status in FAILED:
             # Show the failed row open, with Proceed and Delete (Scenario 1/2 notification).
-            self.history.toggle(final.id)
+            self.history.open_run(final.id)
         self.job_finished.emit(final)
 
     @Slot(QModelIndex, QModelIndex)

@@ -200,6 +200,9 @@ class HistoryView(QTreeView):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.clicked.connect(self._on_clicked)
         self.expanded.connect(self._on_expanded)
+        # The view's own signal: a collapse through the branch arrow or the ← key goes
+        # through C++ and never reaches the Python `collapse` below.
+        self.collapsed.connect(self._on_collapsed)
         model.modelReset.connect(self._on_model_reset)
         model.rowsInserted.connect(self._on_rows_inserted)
         model.dataChanged.connect(self._on_data_changed)
@@ -219,6 +222,24 @@ class HistoryView(QTreeView):
             self.collapse_all()
         else:
             self.expand(index)  # _on_expanded closes the previous one
+
+    def open_run(self, run_id: int) -> None:
+        """Show the run's row open (idempotent: an open row stays open)."""
+        index = self._model.row_of(run_id)
+        run = self._model.run_at(index)
+        if run is None or not is_expandable(run):
+            return
+        if not self.isExpanded(index):
+            self.expand(index)  # _on_expanded closes the previous one
+        elif self.actions_widget(run_id) is None:
+            self._install_actions(index)
+        self._open = run_id
+
+    @Slot(QModelIndex)
+    def _on_collapsed(self, index: QModelIndex) -> None:
+        run = self._model.run_at(index)
+        if run is not None and run.id == self._open:
+            self._open = None
 
     def collapse_all(self) -> None:
         if self._open is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from PySide6.QtCore import QEventLoop, QObject, Signal, Slot
+from PySide6.QtCore import QEventLoop, QObject, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 
@@ -18,6 +18,14 @@ from dmdesk.ui.workers import TaskWorker, apply_responsiveness_policy, start_in_
 
 
 class MainWindow(QMainWindow):
+    """Closing during a run asks: *Stop and close* (the run becomes failed and resumable),
+    *Keep running in the background* (a detached dmdesk process goes on with it; the next
+    window shows it live), or *Cancel*. The question is window-modal and answered by a signal,
+    not a nested loop; while the job stops, the window says so and further closes are ignored;
+    it closes itself once the worker has finished — a QThread is never destroyed running."""
+
+    STOP, BACKGROUND, CANCEL = "stop", "background", "cancel"
+
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__()
         self.setObjectName("mainWindow")
@@ -25,28 +33,83 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(icon("brain"))
         self.page = DeepMemoryPage(ctx)
         self.setCentralWidget(self.page)
+        self.setMinimumSize(720, 520)
         self.resize(1000, 760)
         self.ask_before_stopping = True
-        apply_responsiveness_policy()
+        self._closing = False  # the admin chose to close: waiting for the job to end
+        self._close_box: QMessageBox | None = None
+        self.page.job_finished.connect(self._on_job_finished)
+        # Window geometry lives next to the settings file (DMDESK_CONFIG_FILE's folder), so a
+        # test or a second profile never touches the user's own.
+        from dmdesk.config import config_file
+
+        self._settings = QSettings(
+            str(config_file().with_name("window.ini")), QSettings.Format.IniFormat
+        )
+        geometry = self._settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        """Closing during a run asks whether to stop it; a stopped run stays resumable."""
         if self.page.job_running:
-            if self.ask_before_stopping:
-                answer = QMessageBox.question(
-                    self,
-                    "A run is in progress",
-                    "Stop the running job and close dmdesk? The run becomes failed and can be "
-                    "resumed later with Proceed; nothing done so far is lost.",
-                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                    QMessageBox.StandardButton.No,
-                )
-                if answer != QMessageBox.StandardButton.Yes:
-                    event.ignore()
-                    return
-            self.page.stop_job(wait=True)
+            event.ignore()
+            if self._closing:
+                return  # already stopping: one answer is enough
+            if not self.ask_before_stopping:
+                self._close_as(self.STOP)
+            elif self._close_box is None:
+                self._ask_how_to_close()
+            return
+        self._settings.setValue("window/geometry", self.saveGeometry())
+        self.page.watcher.stop()
         self.page.search_card.wait_idle()
         event.accept()
+
+    def _ask_how_to_close(self) -> None:
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "A run is in progress",
+            "A run is in progress. Stop it and close dmdesk — the run can be resumed later "
+            "with Proceed, nothing done so far is lost — or let it go on in the background "
+            "(the next dmdesk window shows it)?",
+            QMessageBox.StandardButton.NoButton,
+            self,
+        )
+        box.setObjectName("closeRunningBox")
+        stop = box.addButton("Stop and close", QMessageBox.ButtonRole.DestructiveRole)
+        stop.setObjectName("stopAndCloseButton")
+        keep = box.addButton("Keep running in the background", QMessageBox.ButtonRole.AcceptRole)
+        keep.setObjectName("keepRunningButton")
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(cancel)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        choices = {stop: self.STOP, keep: self.BACKGROUND}
+
+        def answered(button: object) -> None:
+            self._close_box = None
+            self._close_as(choices.get(button, self.CANCEL))  # type: ignore[call-overload]
+
+        box.buttonClicked.connect(answered)
+        box.rejected.connect(lambda: setattr(self, "_close_box", None))
+        self._close_box = box
+        box.open()
+
+    def _close_as(self, choice: str) -> None:
+        if choice == self.CANCEL or not self.page.job_running:
+            if choice != self.CANCEL:
+                self.close()
+            return
+        self._closing = True
+        if choice == self.BACKGROUND:
+            self.page.hand_over_job()
+        else:
+            self.page.stop_job()
+
+    @Slot(object)
+    def _on_job_finished(self, _final: object) -> None:
+        if self._closing:
+            self._closing = False
+            QTimer.singleShot(0, self.close)
 
 
 def _display_problem() -> str | None:
@@ -77,6 +140,11 @@ class _DemoBuild(QObject):
         self.dialog = QProgressDialog("Preparing the demo knowledge base…", "", 0, 0)
         self.dialog.setWindowTitle("dmdesk demo")
         self.dialog.setCancelButton(None)
+        # Building cannot be cancelled half-way (it is renamed into place when done), so the
+        # dialog cannot be closed either: closing it used to cancel nothing and the window
+        # popped up 44 s later.
+        self.dialog.setWindowFlag(Qt.WindowType.WindowCloseButtonHint, False)
+        self.dialog.canceled.connect(self.dialog.show)
         self.dialog.setMinimumDuration(0)
         self.loop = QEventLoop()
         self.progressed.connect(self._on_progressed)
@@ -130,6 +198,10 @@ def run_gui(config: DmdeskConfig, *, smoke: bool = False, demo: bool = False) ->
         return EXIT_USAGE
     qapp = QApplication.instance() or QApplication(sys.argv[:1])
     qapp.setApplicationName("dmdesk")
+    if os.environ.get("DMDESK_GUI_TUNING", "1") != "0":
+        # Interpreter-wide (GC thresholds, GIL switch interval): applied once, here, for the
+        # GUI process only — never from a widget's constructor (DMDESK_GUI_TUNING=0: off).
+        apply_responsiveness_policy()
     if demo:
         demo_config = build_demo_with_dialog(config)
         if demo_config is None:

@@ -65,13 +65,22 @@ class SettingsCard(QGroupBox):
         self.activeloop_edit = QLineEdit()
         self.activeloop_edit.setObjectName("activeloopTokenEdit")
         self.activeloop_edit.setEchoMode(QLineEdit.EchoMode.Password)
-        form.addRow("Vector store", self.store_edit)
-        form.addRow("Deep Memory backend", self.backend_combo)
-        form.addRow("LLM base URL", self.base_url_edit)
-        form.addRow("LLM model", self.model_edit)
-        form.addRow("Questions per chunk", self.questions_spin)
-        form.addRow("Concurrent LLM calls", self.concurrency_spin)
-        form.addRow("Chunk limit", self.limit_spin)
+        # Each field carries its own error line, shown under it when a save refuses it.
+        self._fields: dict[str, tuple[QWidget, QLabel]] = {}
+        for key, label, widget in (
+            ("vector_store_path", "Vector store", self.store_edit),
+            ("deep_memory_backend", "Deep Memory backend", self.backend_combo),
+            ("llm_base_url", "LLM base URL", self.base_url_edit),
+            ("llm_model", "LLM model", self.model_edit),
+            ("questions_per_chunk", "Questions per chunk", self.questions_spin),
+            ("generation_concurrency", "Concurrent LLM calls", self.concurrency_spin),
+            ("chunk_limit", "Chunk limit", self.limit_spin),
+        ):
+            form.addRow(label, self._with_error_line(key, widget))
+        for spin in (self.questions_spin, self.concurrency_spin, self.limit_spin):
+            # A number box as wide as its numbers, its range said (typing past it is refused).
+            spin.setMaximumWidth(160)
+            spin.setToolTip(f"{spin.minimum()}–{spin.maximum()}")
         form.addRow("OpenAI API key", self.openai_key_edit)
         form.addRow("Activeloop token", self.activeloop_edit)
         outer.addLayout(form)
@@ -86,6 +95,11 @@ class SettingsCard(QGroupBox):
         outer.addWidget(self.error_label)
         row = QHBoxLayout()
         row.addStretch(1)
+        self.saved_label = QLabel("Saved.")
+        self.saved_label.setObjectName("settingsSaved")
+        self.saved_label.setStyleSheet("color: #15803d;")
+        self.saved_label.hide()
+        row.addWidget(self.saved_label)
         self.save_button = QPushButton("Save Settings")
         self.save_button.setObjectName("saveSettingsButton")
         self.save_button.clicked.connect(self._on_save_clicked)
@@ -125,9 +139,50 @@ class SettingsCard(QGroupBox):
             "chunk_limit": self.limit_spin.value() or None,
         }
 
+    def _with_error_line(self, key: str, widget: QWidget) -> QWidget:
+        box = QWidget()
+        lay = QVBoxLayout(box)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(widget)
+        error = QLabel()
+        error.setObjectName(f"fieldError_{key}")
+        error.setWordWrap(True)
+        error.setStyleSheet("color: #b91c1c;")
+        error.hide()
+        lay.addWidget(error)
+        self._fields[key] = (widget, error)
+        return box
+
+    def field_error(self, key: str) -> str:
+        """The error shown under a field ("" when none)."""
+        _, error = self._fields[key]
+        return error.text() if not error.isHidden() else ""
+
     def show_error(self, message: str) -> None:
-        self.error_label.setText(message)
-        self.error_label.setVisible(bool(message))
+        """A refused save: each part of the message that names a field goes under that field;
+        what names none stays at the bottom of the card."""
+        self.saved_label.hide()
+        for widget, error in self._fields.values():
+            error.hide()
+            widget.setStyleSheet("")
+        rest = []
+        body = message.removeprefix("Invalid settings: ")
+        for part in body.split("; ") if message else []:
+            key = part.split(" ", 1)[0].rstrip(":")
+            if key in self._fields:
+                widget, error = self._fields[key]
+                error.setText(part.split(": ", 1)[-1])
+                error.show()
+                widget.setStyleSheet("border: 1px solid #b91c1c;")
+            else:
+                rest.append(part)
+        text = "; ".join(rest) if rest and len(rest) < len(body.split("; ")) else message
+        if rest or not any(not e.isHidden() for _, e in self._fields.values()):
+            self.error_label.setText(text)
+            self.error_label.setVisible(bool(message))
+        else:
+            self.error_label.hide()
 
     @Slot()
     def _on_save_clicked(self) -> None:
@@ -158,4 +213,7 @@ class SettingsCard(QGroupBox):
                 + ", ".join(overridden)
                 + ". Unset those variables for the saved values to apply."
             )
+        else:
+            self.saved_label.setText("Saved." if requested else "Nothing changed.")
+            self.saved_label.show()
         self.settings_saved.emit(new)

@@ -82,10 +82,21 @@ class JobWorker(QObject):
         self._ctx = ctx
         self._prepare = prepare
         self._cancel = threading.Event()
+        self._handover = threading.Event()
         self._last_emit = 0.0
+        self._pending: ProgressUpdate | None = None  # throttled, delivered before `finished`
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def hand_over(self) -> None:
+        """Stop without touching the run: a detached dmdesk process goes on with it."""
+        self._handover.set()
+        self._cancel.set()
+
+    @property
+    def handed_over(self) -> bool:
+        return self._handover.is_set()
 
     @property
     def cancelled(self) -> bool:
@@ -94,8 +105,10 @@ class JobWorker(QObject):
     def _on_progress(self, u: ProgressUpdate) -> None:
         now = time.monotonic()
         if now - self._last_emit >= PROGRESS_INTERVAL_S or u.processed >= u.total:
-            self._last_emit = now
+            self._last_emit, self._pending = now, None
             self.progress_changed.emit(u.processed, u.total, u.pair_count, u.phase, u.message)
+        else:
+            self._pending = u  # the trailing update is never dropped (see run's finally)
 
     @Slot()
     def run(self) -> None:
@@ -104,7 +117,10 @@ class JobWorker(QObject):
             runs = TrainingRunService(self._ctx)
             run = self._prepare(runs)
             self.run_started.emit(run)
-            final = runs.run_job(run.id, self._on_progress, self._cancel)
+            final = runs.run_job(run.id, self._on_progress, self._cancel, self._handover)
+            u, self._pending = self._pending, None
+            if u is not None:
+                self.progress_changed.emit(u.processed, u.total, u.pair_count, u.phase, u.message)
             self.succeeded.emit(final)
         except DmdeskError as exc:
             from dmdesk.ui.workflow_panel import user_message

@@ -18,8 +18,17 @@ from PySide6.QtWidgets import (
 
 from dmdesk.domain.errors import DmdeskError, GenerationBlocked
 from dmdesk.domain.models import RunView
-from dmdesk.domain.status import FAILED, RunStatus
+from dmdesk.domain.status import FAILED, RunStatus, phase_label
 
+# A status in a sentence: words, not the database's names (`generating_failed`).
+STATUS_PHRASE = {
+    RunStatus.GENERATING: "is generating",
+    RunStatus.GENERATED: "is generated",
+    RunStatus.TRAINING: "is training",
+    RunStatus.COMPLETED: "is completed",
+    RunStatus.GENERATING_FAILED: "failed during generation",
+    RunStatus.TRAINING_FAILED: "failed during training",
+}
 PHASE_TEXT = {"generation": "Generating questions", "training": "Training Deep Memory"}
 
 
@@ -43,8 +52,8 @@ def blocked_message(run_id: int, status: RunStatus | str, approved_count: int | 
     else:
         what = "wait for its training to finish"
     return (
-        f"Run #{run_id} is {status.value}: a new generation can start only when every run "
-        f"is completed or removed — {what}."
+        f"Run #{run_id} {STATUS_PHRASE[status]}: a new generation can start only when every "
+        f"run is completed or removed — {what}."
     )
 
 
@@ -167,18 +176,39 @@ class WorkflowPanel(QGroupBox):
                 text += f" — {message}"
         self.progress_label.setText(text)
 
-    def job_ended(self, final: RunView | None) -> None:
+    def show_stopping(self, text: str) -> None:
+        """The job was asked to stop; it finishes its current step first."""
+        self.stop_button.setEnabled(False)
+        self.progress_label.setText(text)
+
+    def job_ended(
+        self, final: RunView | None, *, stopped: bool = False, handed_over: bool = False
+    ) -> None:
         self.stop_button.hide()
         if final is None:
             self.progress_box.hide()
             return
-        if final.status in FAILED:
+        if handed_over and final.status not in FAILED:
+            self.progress_bar.setStyleSheet("")
+            self.progress_label.setText(
+                f"Run #{final.id} goes on in the background (a dmdesk process of its own)."
+            )
+        elif stopped and final.status in FAILED:
+            # The admin's own Stop: a neutral fact, not an alarm (the status stays failed, as
+            # the spec says, so that Proceed continues it).
+            self.progress_bar.setStyleSheet("QProgressBar::chunk { background: #6b7280; }")
+            self.progress_label.setText(
+                f"Run #{final.id} stopped at {final.processed_chunks}/{final.total_chunks} "
+                "chunks — Proceed in Training History continues it."
+                if phase_label(final.status) == "generation"
+                else f"Run #{final.id} stopped — Proceed in Training History continues it."
+            )
+        elif final.status in FAILED:
             # The notification of the failure (Scenario 1/2); its controls are in the History.
             self.progress_bar.setStyleSheet("QProgressBar::chunk { background: #b91c1c; }")
             self.progress_label.setText(
-                f"Run #{final.id} failed ({final.status.value}) at "
-                f"{final.processed_chunks}/{final.total_chunks}: {final.error_message} "
-                "Proceed or Delete it in Training History."
+                f"Run #{final.id}: {final.error_message} — Proceed or Delete it in Training "
+                "History below."
             )
         elif final.status is RunStatus.GENERATED:
             self.progress_bar.setRange(0, max(1, final.total_chunks))

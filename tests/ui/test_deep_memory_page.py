@@ -15,6 +15,7 @@ from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.llm_server import FakeLLMServer
 from dmdesk.ui.history_model import COL_PROGRESS, COL_STATUS, FAILED_COLOR, HasRefreshRole
 from dmdesk.ui.main_window import MainWindow
+from dmdesk.ui.workflow_panel import STATUS_PHRASE
 from tests.helpers import insert_pairs, insert_run
 from tests.ui.conftest import answer_box, buttons_of, click_refresh_icon, click_row
 
@@ -86,7 +87,8 @@ def test_fr7_4_scenario6_generate_disabled_with_the_blocking_status(
     wf = w.page.workflow
     assert not wf.generate_button.isEnabled()
     assert wf.blocked_label.isVisible()
-    assert f"Run #{run_id} is {status}" in wf.blocked_label.text()
+    phrase = STATUS_PHRASE[RunStatus(status)]  # the status in words, not `generating_failed`
+    assert f"Run #{run_id} {phrase}" in wf.blocked_label.text()
     assert "completed or removed" in wf.blocked_label.text()
 
 
