@@ -88,8 +88,16 @@ def _schema_lock(engine: Engine) -> Iterator[None]:
             return
         from filelock import FileLock
 
-        with FileLock(f"{database}.migrate.lock", timeout=600):
+        lock = FileLock(f"{database}.migrate.lock", timeout=600)
+        try:
+            lock.acquire()
+        except OSError:  # a read-only folder: nobody can upgrade there anyway
             yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
     elif engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
@@ -106,9 +114,8 @@ def _schema_lock(engine: Engine) -> Iterator[None]:
 def ensure_schema(engine: Engine) -> None:
     """Upgrade to head; refuse a database newer than this dmdesk, and say what is wrong.
 
-    The revision is read once without a lock (the common case: already at head, nothing to
-    do), and again once the schema lock is held, so the second of two racing processes sees
-    the first one's upgrade instead of repeating it."""
+    The revision is read (again) once the schema lock is held, so the second of two racing
+    processes sees the first one's upgrade instead of repeating it."""
     url = engine.url.render_as_string(hide_password=False)
     safe = engine.url.render_as_string(hide_password=True)
     try:
@@ -125,7 +132,11 @@ def ensure_schema(engine: Engine) -> None:
                 )
             return current != head
 
-        if check(current_revision(engine)):
+        # SQLite: the first connection to a new file switches it to WAL, which needs the
+        # file to itself ("database is locked" at once, no busy wait, while another process
+        # is creating the tables): there the whole check runs under the lock (a lock file,
+        # microseconds when nobody holds it). PostgreSQL: checked first, locked to upgrade.
+        if engine.dialect.name == "sqlite" or check(current_revision(engine)):
             with _schema_lock(engine):
                 if check(current_revision(engine)):
                     _upgrade_or_explain(url, safe)

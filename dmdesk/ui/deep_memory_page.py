@@ -5,6 +5,7 @@ clicks. Long work runs in a JobWorker thread; DB reads here are single small que
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -208,7 +209,9 @@ class DeepMemoryPage(QWidget):
         if self.job_running:
             self.show_error("A run is in progress", "Wait for it to finish or stop it first.")
             return
-        worker = JobWorker(self.ctx, prepare)
+        # The job gets a context of its own (same database, same owner token): settings saved
+        # while it runs change this page's context, never the one the job reads.
+        worker = JobWorker(dataclasses.replace(self.ctx), prepare)
         worker.run_started.connect(self._on_worker_run_started)
         worker.progress_changed.connect(self._on_worker_progress_changed)
         worker.succeeded.connect(self._on_worker_succeeded)
@@ -217,8 +220,7 @@ class DeepMemoryPage(QWidget):
         self._job_run_id = run_id
         self.workflow.job_started(phase, run_id)
         self.workflow.set_state(None, job_running=True)
-        self._thread = start_in_thread(worker, self)
-        self._thread.finished.connect(self._on_thread_finished)
+        self._thread = start_in_thread(worker, self, self._on_thread_finished)
 
     def stop_job(self, wait: bool = False) -> None:
         if self._worker is not None:

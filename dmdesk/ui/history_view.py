@@ -338,6 +338,37 @@ class HistoryView(QTreeView):
     def _on_delegate_refresh_clicked(self, run_id: int) -> None:
         self.refresh_requested.emit(run_id)
 
+    # -- keyboard ------------------------------------------------------------------------------
+
+    def moveCursor(
+        self, action: QAbstractItemView.CursorAction, modifiers: Qt.KeyboardModifier
+    ) -> QModelIndex:
+        """Up/Down move between runs: an open row's actions line is not a stop (Tab is how
+        its buttons are reached)."""
+        index = super().moveCursor(action, modifiers)
+        if not index.data(IsActionsRole):
+            return index
+        parent = index.parent()
+        if action in (
+            QAbstractItemView.CursorAction.MoveUp,
+            QAbstractItemView.CursorAction.MovePrevious,
+            QAbstractItemView.CursorAction.MovePageUp,
+        ):
+            return parent
+        below = self._model.index(parent.row() + 1, 0)
+        return below if below.isValid() else parent
+
+    def focusNextPrevChild(self, next: bool) -> bool:
+        """Tab from an open row goes to its buttons (Proceed, Delete, Refresh) first."""
+        run = self.currentIndex().data(RunRole)
+        if next and run is not None and run.id == self._open:
+            actions = self.actions_widget(run.id)
+            buttons = [] if actions is None else actions.findChildren(QPushButton)
+            if buttons:
+                buttons[0].setFocus(Qt.FocusReason.TabFocusReason)
+                return True
+        return super().focusNextPrevChild(next)
+
     # keyboard: Enter/Space toggles like a click
     def keyPressEvent(self, event: Any) -> None:
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space):

@@ -241,8 +241,9 @@ class ReviewDialog(QDialog):
         self._load_worker = TaskWorker(fetch)
         self._load_worker.done.connect(self._on_loaded)
         self._load_worker.failed.connect(self._on_load_failed)
-        self._load_thread: QThread | None = start_in_thread(self._load_worker, self)
-        self._load_thread.finished.connect(self._on_load_finished)
+        self._load_thread: QThread | None = start_in_thread(
+            self._load_worker, self, self._on_load_finished
+        )
 
     @Slot()
     def _on_load_finished(self) -> None:

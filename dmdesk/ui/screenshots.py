@@ -87,11 +87,24 @@ def main(out: str = "docs") -> int:
         app.processEvents()
         w.grab().save(str(out_dir / "generating.png"))
 
+        # The admin's Stop: "Stopping…" at once, then a neutral "stopped — Proceed continues".
+        page.workflow.stop_button.click()
+        w.grab().save(str(out_dir / "stopping.png"))
+        wait_until(app, lambda: not page.job_running)
+        app.processEvents()
+        w.grab().save(str(out_dir / "stopped.png"))
+
+        run_id = page.history_model.runs()[0].id
+        page.history.open_run(run_id)
+        app.processEvents()
+        actions = page.history.actions_widget(run_id)
+        assert actions is not None and actions.proceed_button is not None
+        actions.proceed_button.click()
+        wait_until(app, lambda: page.workflow.progress_bar.value() >= 60)
         server.configure(fail_after=server.stats.successes + 5, fail_status=429)
         wait_until(app, lambda: not page.job_running)
         app.processEvents()
-        if page.history.expanded_run_id() is None:
-            page.history.toggle(page.history_model.runs()[0].id)
+        page.history.open_run(run_id)
         app.processEvents()
         w.grab().save(str(out_dir / "failed-row-expanded.png"))
 
@@ -99,8 +112,7 @@ def main(out: str = "docs") -> int:
         from dmdesk.services.runs import TrainingRunService
 
         server.configure(fail_after=None, latency_s=0.0)
-        run_id = page.history_model.runs()[0].id
-        page.history.toggle(run_id)
+        page.history.open_run(run_id)
         app.processEvents()
         actions = page.history.actions_widget(run_id)
         assert actions is not None and actions.proceed_button is not None
@@ -113,6 +125,15 @@ def main(out: str = "docs") -> int:
         page.history.setCurrentIndex(page.history_model.row_of(run_id))
         app.processEvents()
         w.grab().save(str(out_dir / "completed-run-metrics.png"))
+
+        # A settings error, at its field.
+        card = page.settings_card
+        card.model_edit.setText("")
+        card.base_url_edit.setText("not a url")
+        card.save_button.click()
+        page.scroll_area.ensureWidgetVisible(card)
+        app.processEvents()
+        w.grab().save(str(out_dir / "settings-error.png"))
         w.close()
         ctx.dispose()
     finally:
@@ -121,7 +142,10 @@ def main(out: str = "docs") -> int:
         "gate-warning",
         "idle",
         "generating",
+        "stopping",
+        "stopped",
         "failed-row-expanded",
+        "settings-error",
         "completed-run-metrics",
     ):
         print(out_dir / f"{name}.png")

@@ -115,8 +115,7 @@ class SearchCard(QGroupBox):
         self._worker = TaskWorker(lambda: retrieval.compare(ctx, text, K))
         self._worker.done.connect(self._on_worker_done)
         self._worker.failed.connect(self._on_worker_failed)
-        self._thread = start_in_thread(self._worker, self)
-        self._thread.finished.connect(self._on_thread_finished)
+        self._thread = start_in_thread(self._worker, self, self._on_thread_finished)
 
     @Slot(object)
     def _on_worker_done(self, result: tuple[list[Hit], list[Hit] | None]) -> None:

@@ -157,7 +157,9 @@ class TaskWorker(QObject):
             self.finished.emit()
 
 
-def start_in_thread(worker: QObject, parent: QObject) -> QThread:
+def start_in_thread(
+    worker: QObject, parent: QObject, on_finished: Callable[[], None] | None = None
+) -> QThread:
     """Move `worker` to a new QThread owned by `parent` and start it; the thread is deleted once
     it has finished. Returns the thread (wait on `thread.finished` or `isFinished`).
 
@@ -174,6 +176,8 @@ def start_in_thread(worker: QObject, parent: QObject) -> QThread:
     # Direct: QThread.quit is thread-safe. Queued to the GUI thread, the quit was lost when a
     # caller wait()ed on the thread after its own event loop had returned (the demo build hung).
     worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)  # type: ignore[attr-defined]
+    if on_finished is not None:  # connected before the start: a worker that ends at once
+        thread.finished.connect(on_finished)  # cannot finish before anyone listens
     thread.finished.connect(thread.deleteLater)
     thread.start()
     return thread

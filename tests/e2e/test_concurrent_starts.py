@@ -73,7 +73,7 @@ def run_rounds(
         ) | {"HOME": str(root)}
         results = start_together(env, procs)
         codes = sorted(r.returncode for r in results)
-        detail = [(r.returncode, r.stderr[-300:]) for r in results]
+        detail = "\n".join(f"exit {r.returncode}: {r.stderr[-600:]}" for r in results)
         assert codes == [0] + [3] * (procs - 1), detail
         for r in results:
             assert "Traceback" not in r.stderr and "already exists" not in r.stderr, detail

@@ -39,3 +39,36 @@ def test_the_window_comes_up_on_a_real_x_server(tmp_path: Path, store200: Path) 
     assert out.returncode == 0, out.stderr
     assert "window shown" in out.stdout
     assert "Could not load the Qt platform plugin" not in out.stderr
+
+
+def test_closing_and_stopping_on_a_real_x_server() -> None:
+    """Issue 11: the close and stop tests of the live window, on the xcb platform under Xvfb
+    (a real X server's event delivery, not only offscreen)."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DMDESK_")} | {
+        "QT_QPA_PLATFORM": "xcb",
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+    }
+    out = subprocess.run(
+        [
+            xvfb(),
+            "-a",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/ui/test_live_window.py",
+            "-k",
+            "closing_twice or keep_running or stop_returns or open_row",
+        ],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "4 passed" in out.stdout

@@ -3,14 +3,43 @@ from the public `dmdesk_window` fixture of dmdesk.testing.plugin)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
-from PySide6.QtCore import QPoint, Qt
-from PySide6.QtWidgets import QMessageBox, QPushButton, QWidget
+import shiboken6
+from PySide6.QtCore import QPoint, Qt, QThread
+from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton, QWidget
 
 from dmdesk.services.context import ServiceContext
 from dmdesk.ui.history_model import COL_PROGRESS
 from dmdesk.ui.history_view import HistoryView, ProgressDelegate
 from dmdesk.ui.main_window import MainWindow
+
+
+@pytest.fixture(autouse=True)
+def no_qthread_left_running(qtbot, monkeypatch: pytest.MonkeyPatch):
+    """napari's guard: a test that leaves a QThread running fails (a thread outliving its
+    window is what aborted dmdesk with 'QThread: Destroyed while thread is still running').
+    Threads get 5 s to end after the test (and its windows' fixtures) have finished."""
+    started: list[QThread] = []
+    real_start = QThread.start
+
+    def start(self: QThread, *args: object) -> None:
+        started.append(self)
+        real_start(self, *args)
+
+    monkeypatch.setattr(QThread, "start", start)
+    yield
+    deadline = time.monotonic() + 5
+
+    def running() -> list[QThread]:
+        return [t for t in started if shiboken6.isValid(t) and t.isRunning()]
+
+    while running() and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.02)
+    left = running()
+    assert not left, f"{len(left)} QThread(s) still running after the test"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import time
 
 import pytest
 from PySide6.QtCore import Qt, QThread
-from PySide6.QtWidgets import QMessageBox, QPushButton
+from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
 
 from dmdesk.domain.status import RunStatus
 from dmdesk.services.runs import TrainingRunService
@@ -199,3 +199,27 @@ def test_geometry_is_remembered(qtbot, dmdesk_window) -> None:
     again = dmdesk_window(chunks=3)
     assert (again.window.size().width(), again.window.size().height()) == (750, 540)
     assert again.window.minimumSize().width() >= 700
+
+
+def test_keyboard_reaches_proceed_from_a_row_and_arrows_skip_the_actions_line(
+    qtbot, dmdesk_window, dmdesk_llm_server: FakeLLMServer
+) -> None:
+    """Before: Proceed/Delete only after ~10 Tabs through Settings, and Down from an open row
+    landed on the hidden actions line."""
+    dmdesk_llm_server.configure(fail_after=1)
+    win = dmdesk_window(chunks=4, generation_concurrency=1)
+    win.click("generateButton")
+    win.wait_for_status(1, "generating_failed")
+    dmdesk_llm_server.configure(fail_after=None)
+    view = win.page.history
+    view.open_run(1)
+    view.setFocus()
+    view.setCurrentIndex(win.row_of(1))
+    qtbot.keyClick(view, Qt.Key.Key_Tab)
+    focused = QApplication.focusWidget()
+    assert isinstance(focused, QPushButton) and focused.objectName() == "proceedButton"
+    view.setFocus()
+    view.setCurrentIndex(win.row_of(1))
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    assert view.currentIndex() == win.row_of(1)  # the only run: Down stays on it
+    assert view.currentIndex().parent().isValid() is False
