@@ -227,7 +227,8 @@ def _describe(exc: ValidationError) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "settings"
         env = f"DMDESK_{where.upper()}"
-        parts.append(f"{where} ({env}): {err['msg']}")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where} ({env}): {msg}")
     return "Invalid settings: " + "; ".join(parts)
 
 

@@ -109,8 +109,11 @@ class TrainingError(DmdeskError):
         self.metrics = metrics
 
 
+STOPPED_BY_ADMIN = "Stopped by the administrator"
+
+
 class Cancelled(DmdeskError):
     """The administrator stopped the run."""
 
-    def __init__(self, message: str = "Stopped by the administrator. Proceed resumes it.") -> None:
+    def __init__(self, message: str = f"{STOPPED_BY_ADMIN}. Proceed resumes it.") -> None:
         super().__init__(message)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from dmdesk.domain.errors import STOPPED_BY_ADMIN
 from dmdesk.domain.status import FAILED, RunStatus, progress_text
 
 
@@ -38,6 +39,12 @@ class RunView(BaseModel):
     @property
     def is_failed(self) -> bool:
         return self.status in FAILED
+
+    @property
+    def stopped_by_admin(self) -> bool:
+        """A failed run the administrator stopped (Stop, or closing the window): a fact to
+        show plainly, not an alarm. Its status stays failed, so that Proceed continues it."""
+        return self.status in FAILED and STOPPED_BY_ADMIN in (self.error_message or "")
 
     @property
     def removable(self) -> bool:

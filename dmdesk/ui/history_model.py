@@ -32,7 +32,12 @@ STATUS_TEXT = {
     RunStatus.GENERATING_FAILED: "Generation failed",
     RunStatus.TRAINING_FAILED: "Training failed",
 }
+STOPPED_TEXT = {
+    RunStatus.GENERATING_FAILED: "Generation stopped",
+    RunStatus.TRAINING_FAILED: "Training stopped",
+}
 FAILED_COLOR = QColor("#b91c1c")
+STOPPED_COLOR = QColor("#4b5563")  # an admin's own Stop: neutral
 ACTIVE_COLOR = QColor("#1d4ed8")
 
 
@@ -181,6 +186,8 @@ class RunHistoryModel(QAbstractItemModel):
                     return (
                         "Completed — model in use" if run.model_active else "Completed — not in use"
                     )
+                if run.stopped_by_admin:
+                    return STOPPED_TEXT[run.status]
                 return STATUS_TEXT[run.status]
             if col == COL_PROGRESS:
                 return run.progress_text
@@ -195,11 +202,18 @@ class RunHistoryModel(QAbstractItemModel):
                 return run.activation_note
             return f"Status: {run.status.value}"
         if role == Qt.ItemDataRole.ForegroundRole and col == COL_STATUS:
+            if run.stopped_by_admin:
+                return STOPPED_COLOR
             if run.status in FAILED:
                 return FAILED_COLOR
             if run.status in ACTIVE:
                 return ACTIVE_COLOR
-        if role == Qt.ItemDataRole.FontRole and col == COL_STATUS and run.status in FAILED:
+        if (
+            role == Qt.ItemDataRole.FontRole
+            and col == COL_STATUS
+            and run.status in FAILED
+            and not run.stopped_by_admin
+        ):
             f = QFont()
             f.setBold(True)
             return f

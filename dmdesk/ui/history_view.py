@@ -157,7 +157,8 @@ class RunActions(QWidget):
             self.error_label.setObjectName("runError")
             self.error_label.setWordWrap(True)
             self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            self.error_label.setStyleSheet("color: #b91c1c;")
+            neutral = run.stopped_by_admin or run.status not in FAILED
+            self.error_label.setStyleSheet("color: #4b5563;" if neutral else "color: #b91c1c;")
             outer.addWidget(self.error_label)
 
     @Slot()

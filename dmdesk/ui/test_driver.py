@@ -11,7 +11,7 @@ from typing import Any
 from PySide6.QtCore import Qt, QThread
 from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton, QWidget
 
-from dmdesk.ui.history_model import COL_STATUS, STATUS_TEXT
+from dmdesk.ui.history_model import COL_STATUS, STATUS_TEXT, STOPPED_TEXT
 
 DEFAULT_WAIT_MS = 60_000
 
@@ -121,7 +121,8 @@ class WindowDriver:
             if run.status.value != status or self.page.job_running:
                 return False
             self.page.refresh()
-            return self.row_text(run_id).startswith(STATUS_TEXT[run.status])
+            shown = STOPPED_TEXT if run.stopped_by_admin else STATUS_TEXT
+            return self.row_text(run_id).startswith(shown[run.status])
 
         try:
             self.qtbot.waitUntil(reached, timeout=timeout_ms)
