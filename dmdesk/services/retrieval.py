@@ -49,8 +49,8 @@ def _embedding(ctx: ServiceContext) -> EmbeddingFunction:
 def _no_adapter(ctx: ServiceContext) -> RuleViolation:
     return RuleViolation(
         f"No Deep Memory is active for {ctx.config.vector_store_path}: a trained model is used "
-        "only once it measurably improved retrieval, or when you choose it (dmdesk activate "
-        "RUN_ID)."
+        "only once it measurably improved retrieval, or when you choose it (Use this model, "
+        "or `dmdesk activate RUN_ID`)."
     )
 
 

@@ -351,8 +351,8 @@ class TrainingRunService:
         new = RESUMES_TO[old]
         if new is RunStatus.TRAINING and view.approved_count == 0:
             raise RuleViolation(
-                f"Run #{run_id} has no approved pair to train on: review its pairs first "
-                f"(dmdesk review {run_id} --approve-all), then proceed; or remove it."
+                f"Run #{run_id} has no approved pair to train on: review its pairs first (approve "
+                "some), then Proceed; or delete the run."
             )
         run = s.get(TrainingRun, run_id)
         assert run is not None
@@ -567,15 +567,11 @@ class TrainingRunService:
         with session_scope(self.ctx.sessions) as s:
             view = self._view(s, run_id)
             if view.status in FAILED:
-                raise RuleViolation(
-                    f"Run #{run_id} is {view.status.value}: Proceed resumes it "
-                    f"(dmdesk proceed {run_id})."
-                )
+                raise RuleViolation(f"Run #{run_id} is {view.status.value}: Proceed resumes it.")
             check_transition(view.status, RunStatus.TRAINING, run_id)
             if view.approved_count == 0:
                 raise RuleViolation(
-                    f"Run #{run_id} has no approved pair: approve pairs first "
-                    f"(dmdesk review {run_id} --approve-all)."
+                    f"Run #{run_id} has no approved pair: review its pairs and approve some first."
                 )
             return self._claim(s, run_id, RunStatus.GENERATED, RunStatus.TRAINING)
 
