@@ -105,6 +105,16 @@ def answer_close(qtbot, window, button_name: str) -> None:
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
+def generating_window(qtbot, dmdesk_window, server: FakeLLMServer, chunks: int, latency: float):
+    """A window whose generation is under way (3 chunks done), asking before it closes."""
+    server.configure(latency_s=latency)
+    win = dmdesk_window(chunks=chunks, generation_concurrency=1)
+    win.window.ask_before_stopping = True
+    win.click("generateButton")
+    qtbot.waitUntil(lambda: win.widget("progressBar").value() >= 3, timeout=30_000)
+    return win
+
+
 def test_closing_twice_while_stopping_never_aborts_and_leaves_a_resumable_run(
     qtbot, dmdesk_window, dmdesk_llm_server: FakeLLMServer
 ) -> None:
@@ -112,13 +122,8 @@ def test_closing_twice_while_stopping_never_aborts_and_leaves_a_resumable_run(
     second close is ignored, the window says it is stopping and closes itself once the worker
     has finished. Before: a nested loop per close, then `QThread: Destroyed while thread is
     still running` and SIGABRT."""
-    dmdesk_llm_server.configure(latency_s=0.2)
-    win = dmdesk_window(chunks=25, generation_concurrency=1)
+    win = generating_window(qtbot, dmdesk_window, dmdesk_llm_server, chunks=25, latency=0.2)
     w = win.window
-    w.ask_before_stopping = True
-    win.click("generateButton")
-    qtbot.waitUntil(lambda: win.widget("progressBar").value() >= 3, timeout=30_000)
-
     w.close()
     answer_close(qtbot, w, "cancel")
     assert w.isVisible() and w.page.job_running
@@ -141,12 +146,8 @@ def test_closing_twice_while_stopping_never_aborts_and_leaves_a_resumable_run(
 def test_keep_running_in_the_background_hands_the_run_to_a_detached_process(
     qtbot, dmdesk_window, dmdesk_llm_server: FakeLLMServer
 ) -> None:
-    dmdesk_llm_server.configure(latency_s=0.1)
-    win = dmdesk_window(chunks=40, generation_concurrency=1)
+    win = generating_window(qtbot, dmdesk_window, dmdesk_llm_server, chunks=40, latency=0.1)
     w = win.window
-    w.ask_before_stopping = True
-    win.click("generateButton")
-    qtbot.waitUntil(lambda: win.widget("progressBar").value() >= 3, timeout=30_000)
     w.close()
     answer_close(qtbot, w, "keepRunningButton")
     qtbot.waitUntil(lambda: not w.isVisible(), timeout=15_000)
