@@ -317,7 +317,8 @@ class _Bar:
             self._phase = u.phase
         self._bar.n = u.processed
         if u.phase == "generation":
-            self._bar.set_postfix_str(f"{u.pair_count} pairs", refresh=False)
+            pace = f", {u.message}" if u.message else ""
+            self._bar.set_postfix_str(f"{u.pair_count} pairs{pace}", refresh=False)
         elif u.message:
             self._bar.set_postfix_str(u.message[:60], refresh=False)
         self._bar.refresh()

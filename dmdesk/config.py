@@ -102,6 +102,8 @@ class DmdeskConfig(BaseSettings):
     stale_after_s: float = Field(default=30.0, ge=3.0, le=86_400.0)
     llm_max_retries: int = Field(default=4, ge=0, le=20)
     llm_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    # How long the LLM may refuse every request (429) before a run fails (dmdesk.llm.pacing).
+    llm_rate_limit_patience_s: float = Field(default=600.0, gt=0, le=86_400)
     # DeepLake Cloud training: how often a job is polled; how long DeepLake may stay unreachable
     # (or in a state dmdesk does not know) before the run fails; how long a job may train at all.
     cloud_poll_interval_s: float = Field(default=15.0, gt=0, le=3600)

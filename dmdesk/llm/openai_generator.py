@@ -1,7 +1,12 @@
 """Questions from any OpenAI-compatible chat server, through the openai SDK's AsyncOpenAI.
 
-Transient HTTP failures (408, 409, 429 honouring Retry-After, 5xx, connection errors, timeouts)
-are retried by the SDK itself (`max_retries`, exponential backoff with jitter, 0.5 s → 8 s).
+Every call goes through the run's :class:`~dmdesk.llm.pacing.Pacer`: it starts only when the
+provider's allowance (its `x-ratelimit-*` headers, or the 429s it sends) leaves room, and a 429
+is handed to the pacer — the run slows down and the call is sent again — instead of being
+retried blindly by the SDK and failing the run once its retries run out. Other transient
+failures (408, 409, 5xx, connection errors, timeouts) are retried by the SDK itself
+(`max_retries`, exponential backoff with jitter, 0.5 s → 8 s). Each reply's token `usage` is
+counted (`prompt_tokens`, `completion_tokens`).
 An unusable reply (not JSON, no questions) is asked again up to `INVALID_REPLY_ATTEMPTS` times.
 What is left raises LLMError with a message that names the cause and the next step; it never
 includes the key.
@@ -9,15 +14,44 @@ includes the key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import openai
 
 from dmdesk.domain.errors import LLMError
+from dmdesk.llm.pacing import Pacer, RateLimited, parse_duration
 from dmdesk.llm.prompt import SYSTEM, InvalidReply, parse_reply, user_prompt
 
 INVALID_REPLY_ATTEMPTS = 3
 # Keyless local servers (llama.cpp, vLLM, LM Studio, our test server) accept any key; the SDK
 # refuses to start without one.
 PLACEHOLDER_KEY = "sk-no-key-configured"
+
+
+class _PacedClient(openai.AsyncOpenAI):
+    """The SDK's client, except that a 429 is not retried by the SDK: the pacer handles it."""
+
+    def _should_retry(self, response: Any) -> bool:
+        if getattr(response, "status_code", None) == 429:
+            return False
+        return bool(super()._should_retry(response))
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    h = {k.lower(): v for k, v in headers.items()}
+    ms = h.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    return parse_duration(h.get("retry-after"))
+
+
+def estimate_tokens(text: str) -> int:
+    """About 4 characters a token (OpenAI's rule of thumb for English)."""
+    return max(1, len(text) // 4)
 
 
 class OpenAIGenerator:
@@ -30,6 +64,7 @@ class OpenAIGenerator:
         max_retries: int = 4,
         timeout_s: float = 60.0,
         concurrency: int = 8,
+        rate_limit_patience_s: float = 600.0,
     ) -> None:
         if not api_key and not base_url:
             raise LLMError(
@@ -49,7 +84,10 @@ class OpenAIGenerator:
             max_keepalive_connections=max(100, concurrency),
             keepalive_expiry=DEFAULT_CONNECTION_LIMITS.keepalive_expiry,
         )
-        self._client = openai.AsyncOpenAI(
+        self.pacer = Pacer(concurrency, patience_s=rate_limit_patience_s)
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._client = _PacedClient(
             api_key=api_key or PLACEHOLDER_KEY,
             base_url=base_url,
             max_retries=max_retries,
@@ -77,21 +115,41 @@ class OpenAIGenerator:
         )
 
     async def _complete(self, messages: list[dict[str, str]]) -> str | None:
-        kwargs: dict = {"model": self.model, "messages": messages, "temperature": 0.7}
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0.7}
         if self._json_mode:
             kwargs["response_format"] = {"type": "json_object"}
-        try:
-            resp = await self._client.chat.completions.create(**kwargs)
-        except openai.BadRequestError as exc:
-            if self._json_mode and "response_format" in str(exc.message):
-                self._json_mode = False  # a server without JSON mode: rely on the prompt
-                return await self._complete(messages)
-            raise self._explain(exc) from None
-        except openai.APIError as exc:
-            raise self._explain(exc) from None
-        if not resp.choices:
-            return None
-        return resp.choices[0].message.content
+        tokens = sum(estimate_tokens(m["content"]) for m in messages) + 80
+        while True:
+            try:
+                await self.pacer.acquire(tokens)
+            except RateLimited as exc:
+                raise LLMError(str(exc)) from None
+            try:
+                raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
+                resp = raw.parse()
+            except openai.RateLimitError as exc:
+                headers = exc.response.headers
+                self.pacer.refused(_retry_after(headers), headers)
+                continue  # sent again once the pacer allows: a 429 alone never fails a run
+            except openai.BadRequestError as exc:
+                self.pacer.failed()
+                if self._json_mode and "response_format" in str(exc.message):
+                    self._json_mode = False  # a server without JSON mode: rely on the prompt
+                    return await self._complete(messages)
+                raise self._explain(exc) from None
+            except openai.APIError as exc:
+                self.pacer.failed()
+                raise self._explain(exc) from None
+            except BaseException:  # cancelled: the call is not in flight any more
+                self.pacer.failed()
+                raise
+            self.pacer.succeeded(raw.headers)
+            if resp.usage is not None:
+                self.prompt_tokens += resp.usage.prompt_tokens or 0
+                self.completion_tokens += resp.usage.completion_tokens or 0
+            if not resp.choices:
+                return None
+            return resp.choices[0].message.content
 
     def _explain(self, exc: openai.APIError) -> LLMError:
         where = self.base_url or "api.openai.com"

@@ -52,6 +52,7 @@ def default_generator_factory(snapshot: dict[str, Any], config: DmdeskConfig) ->
         max_retries=config.llm_max_retries,
         timeout_s=config.llm_timeout_s,
         concurrency=int(snapshot.get("generation_concurrency") or config.generation_concurrency),
+        rate_limit_patience_s=config.llm_rate_limit_patience_s,
     )
 
 

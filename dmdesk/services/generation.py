@@ -30,6 +30,7 @@ from dmdesk.domain.errors import Cancelled, DmdeskError
 from dmdesk.domain.models import ProgressUpdate, RunView
 from dmdesk.domain.status import RunStatus
 from dmdesk.llm.base import QuestionGenerator
+from dmdesk.llm.pacing import Pacer
 from dmdesk.services.job import LostRun, RunJob
 from dmdesk.vectorstore.service import Chunk
 
@@ -66,6 +67,7 @@ class GenerationJob(RunJob):
     active = RunStatus.GENERATING
 
     def _reset_state(self) -> None:
+        self._pacer: Pacer | None = None  # the generator's, when it paces its calls
         self.processed = 0
         self.total = 0
         self.pairs = 0
@@ -121,6 +123,7 @@ class GenerationJob(RunJob):
             if self.processed >= self.total:
                 return
             generator = self.ctx.generator_factory(snapshot, self.ctx.config)
+            self._pacer = getattr(generator, "pacer", None)
             try:
                 await self._pipeline(
                     store, generator, rows, done_ids, n_questions, concurrency, chunks < rows
@@ -313,6 +316,12 @@ class GenerationJob(RunJob):
         return max(self._start_row, min(self._inflight | {self._frontier[0]}))
 
     def _report(self, message: str = "") -> None:
+        pacer = self._pacer
+        if not message and pacer is not None and pacer.requests:
+            pace = pacer.report()
+            message = f"{pace.requests_per_min:.0f} requests/min"
+            if pace.throttled:
+                message += " — slowed down: the LLM is rate-limiting"
         self.emit(
             ProgressUpdate(
                 run_id=self.run_id,

@@ -11,6 +11,11 @@ faults real LLMs show:
   (JSON without a usable question), `drop` (connection closed without a reply), `hang` (no reply
   for `hang_s`);
 * `questions_per_reply` — force the number of questions returned (the "wrong count" fault);
+* `rpm_limit` / `tpm_limit` — an account's allowance per minute (requests / tokens), as
+  OpenAI's token buckets: a call past it gets 429 with `Retry-After`, and every reply carries
+  the real `x-ratelimit-limit/remaining/reset-requests|tokens` headers (`rate_headers=False`:
+  429s only, as vLLM, Ollama or llama.cpp behind a proxy); replies carry token `usage`
+  (prompt: characters / 4; completion: the reply's characters / 4);
 * `embeddings_status` — answer `/v1/embeddings` with this HTTP error.
 
 Knobs can be changed from another process with `POST /_control` (JSON of knobs); `GET /_stats`
@@ -50,6 +55,12 @@ class Knobs:
     hang_s: float = 30.0
     questions_per_reply: int | None = None
     embeddings_status: int | None = None  # answer /v1/embeddings with this HTTP error
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    rate_headers: bool = True
+    # Bucket capacity as a fraction of the minute's allowance (OpenAI's: 1.0, a full minute);
+    # a small one makes a short test meet the limit.
+    rate_burst: float = 1.0
 
 
 @dataclass
@@ -59,6 +70,9 @@ class Stats:
     failures: int = 0
     passages: list[str] = field(default_factory=list)
     first_request_at: float | None = None  # time.time() of the first completion request
+    rate_limited: int = 0  # 429s sent by the rpm/tpm limits
+    prompt_tokens: int = 0  # the `usage` of every answered completion, summed
+    completion_tokens: int = 0
     ok_passages: list[str] = field(default_factory=list)
     embedding_requests: int = 0
 
@@ -109,6 +123,7 @@ class FakeLLMServer:
         self.stats = Stats()
         self._lock = threading.Lock()
         self._failed_in_window = 0
+        self._buckets: dict[str, tuple[float, float]] = {}  # kind → (level, monotonic time)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -159,6 +174,49 @@ class FakeLLMServer:
     def reset_stats(self) -> None:
         with self._lock:
             self.stats = Stats()
+
+    # -- the account's allowance ---------------------------------------------------------------
+
+    def _bucket(self, kind: str, limit: int, now: float) -> float:
+        capacity = max(1.0, limit * self.knobs.rate_burst)
+        level, at = self._buckets.get(kind, (capacity, now))
+        return min(capacity, level + (now - at) * limit / 60.0)
+
+    def _admit(self, tokens: int) -> tuple[float | None, dict[str, str]]:
+        """Take one request and `tokens` tokens from the buckets: (None, headers) when the call
+        may go on, else (seconds to wait, headers) for a 429."""
+        with self._lock:
+            k = self.knobs
+            now = time.monotonic()
+            wait = 0.0
+            headers: dict[str, str] = {}
+            levels = {}
+            for kind, limit, need in (
+                ("requests", k.rpm_limit, 1),
+                ("tokens", k.tpm_limit, tokens),
+            ):
+                if not limit:
+                    continue
+                level = self._bucket(kind, limit, now)
+                levels[kind] = (level, limit, need)
+                if level < need:
+                    wait = max(wait, (need - level) * 60.0 / limit)
+            ok = wait == 0.0
+            for kind, (level, limit, need) in levels.items():
+                if ok:
+                    level -= need
+                self._buckets[kind] = (level, now)
+                if k.rate_headers:
+                    headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+                    headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(level)))
+                    capacity = max(1.0, limit * k.rate_burst)
+                    reset = (capacity - level) * 60.0 / limit
+                    headers[f"x-ratelimit-reset-{kind}"] = f"{reset:.3f}s"
+            if not ok:
+                self.stats.rate_limited += 1
+                headers["retry-after"] = f"{wait:.3f}"
+                return wait, headers
+            return None, headers
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -232,6 +290,9 @@ class _Handler(BaseHTTPRequestHandler):
                     "successes": s.successes,
                     "failures": s.failures,
                     "first_request_at": s.first_request_at,
+                    "rate_limited": s.rate_limited,
+                    "prompt_tokens": s.prompt_tokens,
+                    "completion_tokens": s.completion_tokens,
                 },
             )
         elif self.path.rstrip("/").endswith("/models"):
@@ -288,6 +349,12 @@ class _Handler(BaseHTTPRequestHandler):
         passage = m.group(1) if m else prompt
         c = _COUNT.search(prompt)
         n = int(c.group(1)) if c else 1
+        prompt_tokens = max(1, len(prompt) // 4)
+        refused, rate_headers = self.owner._admit(prompt_tokens + 40 * n)
+        if refused is not None:
+            msg = {"error": {"message": "Rate limit reached", "type": "rate_limit_exceeded"}}
+            self._send(429, msg, rate_headers)
+            return
         fault, k = self.owner._decide(passage)
         if k.latency_s:
             time.sleep(k.latency_s)
@@ -298,7 +365,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         count = k.questions_per_reply if k.questions_per_reply is not None else n
         content = json.dumps({"questions": questions_for(passage, count)})
-        self._send(200, _completion(body.get("model", "test-model"), content))
+        completion_tokens = max(1, len(content) // 4)
+        with self.owner._lock:
+            self.owner.stats.prompt_tokens += prompt_tokens
+            self.owner.stats.completion_tokens += completion_tokens
+        reply = _completion(body.get("model", "test-model"), content)
+        reply["usage"] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        self._send(200, reply, rate_headers)
 
     def _fault(self, mode: str, k: Knobs, body: dict) -> None:
         model = body.get("model", "test-model")

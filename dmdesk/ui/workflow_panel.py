@@ -170,6 +170,8 @@ class WorkflowPanel(QGroupBox):
         self.progress_bar.setValue(processed)
         if phase == "generation":
             text = f"{PHASE_TEXT[phase]}: {processed}/{total} chunks"
+            if message:
+                text += f" — {message}"
         else:
             text = f"{PHASE_TEXT.get(phase, phase)}: {processed * 100 // max(1, total)}%"
             if message:

@@ -32,10 +32,12 @@ CASES = {
     "429_retry_after_then_ok": Case(
         {**RECOVERS, "fail_status": 429, "retry_after": 0.2}, RunStatus.GENERATED
     ),
+    # Issue 13: a 429 alone never fails a run; refusing for longer than the patience does.
     "429_persistent": Case(
         {"fail_after": 2, "fail_status": 429, "retry_after": 0.05},
         RunStatus.GENERATING_FAILED,
-        "rate-limiting requests (429)",
+        "kept refusing requests (429, rate-limiting) for more than 2 s",
+        env={"llm_rate_limit_patience_s": 2.0},
     ),
     "500_then_ok": Case({**RECOVERS, "fail_status": 500}, RunStatus.GENERATED),
     "502_then_ok": Case({**RECOVERS, "fail_status": 502}, RunStatus.GENERATED),

@@ -1,0 +1,74 @@
+"""Issue 13: generation at the provider's real limits. Against the test server's token buckets
+(the real `x-ratelimit-*` headers and 429 + Retry-After, or 429s alone), a run whose
+concurrency is far above the allowance slows down and finishes — every chunk's pairs exactly
+once, no failure — instead of ending `generating_failed` ("kept rate-limiting")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from dmdesk.domain.status import RunStatus
+from dmdesk.llm.pacing import Pacer, parse_duration
+from dmdesk.services.context import ServiceContext
+from dmdesk.services.runs import TrainingRunService
+from dmdesk.testing.llm_server import FakeLLMServer
+from tests.conftest import chunk_ids
+from tests.helpers import chunk_pair_counts
+
+CHUNKS = 40
+
+
+@pytest.mark.parametrize("headers", [True, False], ids=["with-headers", "429s-only"])
+def test_a_run_above_the_allowance_slows_down_and_finishes_once(
+    make_ctx: Callable[..., ServiceContext],
+    store200,
+    llm_server: FakeLLMServer,
+    headers: bool,
+) -> None:
+    # 600 requests/min, a burst of 5, concurrency 32: the first wave alone is over it.
+    llm_server.configure(rpm_limit=600, rate_burst=5 / 600, rate_headers=headers)
+    ctx = make_ctx(
+        vector_store_path=store200,
+        chunk_limit=CHUNKS,
+        generation_concurrency=32,
+        llm_max_retries=0,
+    )
+    runs = TrainingRunService(ctx)
+    messages: list[str] = []
+    run = runs.run_job(runs.start_generation().id, lambda u: messages.append(u.message))
+    assert run.status is RunStatus.GENERATED, run.error_message
+    assert chunk_pair_counts(ctx, run.id) == dict.fromkeys(chunk_ids(CHUNKS), 1)
+    assert llm_server.stats.rate_limited > 0  # the limit was really met
+    assert llm_server.stats.successes == CHUNKS
+    assert any("requests/min" in m for m in messages)
+
+
+def test_the_pace_follows_the_headers_allowance() -> None:
+    pacer = Pacer(64)
+    pacer.succeeded({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "5"})
+    assert pacer._spacing(0) == pytest.approx(60 / (600 * 0.97))
+    pacer.succeeded({"x-ratelimit-limit-tokens": "60000"})
+    assert pacer._spacing(2000) == pytest.approx(60 * 2000 / (60000 * 0.97))
+
+
+def test_429s_halve_the_calls_in_flight_and_successes_win_them_back() -> None:
+    pacer = Pacer(16)
+    pacer.in_flight = 3
+    pacer.refused(0.0)
+    assert pacer.limit == 8
+    pacer.refused(0.0)  # the same burst: one decrease
+    assert pacer.limit == 8
+    for _ in range(8):
+        pacer.in_flight += 1
+        pacer.succeeded()
+    assert pacer.limit == 9
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5)],
+)
+def test_reset_durations_are_read_as_openai_writes_them(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
