@@ -24,7 +24,7 @@ from dmdesk.services.runs import TrainingRunService
 def one(srv: ServerProcess, chunks: int, rpm: int, headers: bool) -> tuple[float, str]:
     srv.reset()
     srv.configure(rpm_limit=rpm, rate_headers=headers, rate_burst=1.0)
-    ctx = context(store_of(chunks), srv.base_url, generation_concurrency=64, llm_max_retries=0)
+    ctx = context(store_of(chunks), srv.base_url, generation_concurrency=64)
     runs = TrainingRunService(ctx)
     done: list[tuple[float, int]] = []
     run = runs.start_generation()
@@ -37,7 +37,8 @@ def one(srv: ServerProcess, chunks: int, rpm: int, headers: bool) -> tuple[float
     end_t, end_n = done[-1]
     start_n = next((n for t, n in done if t >= start), 0)
     steady = (end_n - start_n) / max(1e-9, end_t - start) * 60.0
-    refused = stats["rate_limited"] / max(1, stats["requests"])
+    # The server counts answered requests in "requests" and refused ones in "rate_limited".
+    refused = stats["rate_limited"] / max(1, stats["requests"] + stats["rate_limited"])
     return steady / rpm, f"{steady:.0f}/min, 429s {refused:.1%}"
 
 

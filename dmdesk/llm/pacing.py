@@ -30,6 +30,7 @@ from dataclasses import dataclass
 HEADROOM = 0.97  # of the provider's allowance: "just under"
 DEFAULT_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
+DECREASE_EVERY_S = 1.0  # the calls in flight are halved at most once a second
 
 _DURATION = re.compile(
     r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?"
@@ -85,6 +86,7 @@ class Pacer:
         self._successes_since_change = 0
         self._refused_since: float | None = None  # first 429 after the last success
         self._last_429 = -1e9
+        self._last_decrease = -1e9
         self._backoff = DEFAULT_BACKOFF_S
         self._starts: deque[float] = deque()
         self._changed = asyncio.Event()
@@ -150,9 +152,10 @@ class Pacer:
         self.refusals += 1
         if self._refused_since is None:
             self._refused_since = now
-        if now - self._last_429 > 1.0:  # one decrease per burst, not one per refused call
+        if now - self._last_decrease > DECREASE_EVERY_S:  # one per burst, not per refused call
             self.limit = max(1, self.limit // 2)
             self._successes_since_change = 0
+            self._last_decrease = now
         self._last_429 = now
         self._read_headers(headers or {})
         if retry_after_s is None:
