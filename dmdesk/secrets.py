@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 
 SERVICE = "dmdesk"
 OPENAI_API_KEY = "OPENAI_API_KEY"
@@ -64,18 +65,18 @@ class RedactingFormatter(logging.Formatter):
     environment, never the keyring, so logging cannot recurse into keyring errors."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for name in KNOWN:
-            value = os.environ.get(name)
-            if value and len(value) >= 4 and value in text:
-                text = text.replace(value, "***")
-        return text
+        return _mask(super().format(record), os.environ.get)
+
+
+def _mask(text: str, lookup: Callable[[str], str | None]) -> str:
+    """Replace every known secret value (as `lookup` finds it) that occurs in `text`."""
+    for name in KNOWN:
+        value = lookup(name)
+        if value and len(value) >= 4 and value in text:
+            text = text.replace(value, "***")
+    return text
 
 
 def redact(text: str) -> str:
     """Replace every known secret value that occurs in `text` (defence in depth for messages)."""
-    for name in KNOWN:
-        value = get_secret(name)
-        if value and len(value) >= 4 and value in text:
-            text = text.replace(value, "***")
-    return text
+    return _mask(text, get_secret)

@@ -169,11 +169,6 @@ class OpenAIGenerator:
                 f"The LLM at {where} does not know model {self.model} (404). Check the model name "
                 "and DMDESK_LLM_BASE_URL, then Proceed.",
             )
-        if isinstance(exc, openai.RateLimitError):
-            return LLMError(
-                f"The LLM kept rate-limiting requests (429) {tries}. Wait a little or lower the "
-                "generation concurrency, then Proceed."
-            )
         if isinstance(exc, openai.APITimeoutError):
             return LLMError(
                 f"The LLM at {where} did not answer in time {tries}. Check the server or raise "

@@ -164,6 +164,11 @@ class DeepMemoryPage(QWidget):
         shown = self.history_model.run_at(self.history.currentIndex())
         if shown is not None:
             self.details.show_run(shown)
+        self._show_blocking(runs)
+
+    def _show_blocking(self, runs: list[RunView]) -> None:
+        """The Workflow card from the same runs as the History: the oldest unfinished run
+        blocks (runs come newest first), as the service says."""
         blocking = next((r for r in reversed(runs) if r.status is not RunStatus.COMPLETED), None)
         self.workflow.set_state(blocking, job_running=self.job_running)
 
@@ -183,9 +188,7 @@ class DeepMemoryPage(QWidget):
             self.show_error("Cannot read the training history", exc.message)
             runs = []
         self.history_model.set_runs(runs)
-        # The oldest unfinished run blocks (runs come newest first), as the service says.
-        blocking = next((r for r in reversed(runs) if r.status is not RunStatus.COMPLETED), None)
-        self.workflow.set_state(blocking, job_running=self.job_running)
+        self._show_blocking(runs)
         self.refreshed.emit()
 
     def show_error(self, title: str, message: str) -> QMessageBox:
