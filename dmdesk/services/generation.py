@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +45,25 @@ def run_on_own_loop(coro: Any) -> None:
     """`asyncio.run`, with a loop we create and close ourselves.
 
     deeplake 3.9 applies `nest_asyncio`, whose `asyncio.run` reuses the thread's loop and never
-    closes it: in a worker thread every job would leak an event loop and its sockets.
+    closes it: in a worker thread every job would leak an event loop and its sockets. Called
+    from a thread whose own loop is running (the GUI thread's qasync loop, a notebook), the job
+    runs on a thread of its own and this call waits for it: a second loop cannot run there.
     """
+    if asyncio_running():
+        failure: list[BaseException] = []
+
+        def apart() -> None:
+            try:
+                run_on_own_loop(coro)
+            except BaseException as exc:  # handed back to the caller's thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=apart, name="dmdesk-job-loop")
+        thread.start()
+        thread.join()
+        if failure:
+            raise failure[0]
+        return
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(coro)
@@ -55,6 +73,15 @@ def run_on_own_loop(coro: Any) -> None:
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
+
+
+def asyncio_running() -> bool:
+    """Whether this thread already runs an asyncio loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @dataclass
@@ -125,6 +152,7 @@ class GenerationJob(RunJob):
             generator = self.ctx.generator_factory(snapshot, self.ctx.config)
             self._pacer = getattr(generator, "pacer", None)
             try:
+                await self._prepare(generator)
                 await self._pipeline(
                     store, generator, rows, done_ids, n_questions, concurrency, chunks < rows
                 )
@@ -132,6 +160,18 @@ class GenerationJob(RunJob):
                 await generator.aclose()
         finally:
             store.close()
+
+    async def _prepare(self, generator: Any) -> None:
+        """A generator with a one-time preparation (the local model: load, or the first time
+        convert it, up to a minute) says so in the progress line while it prepares, instead of
+        showing 0 % without a word."""
+        describe = getattr(generator, "preparation", None)
+        what = describe() if describe is not None else None
+        if what is None:
+            return
+        self._report(what)
+        await asyncio.to_thread(generator.prepare)
+        self._report()
 
     async def _pipeline(
         self,
