@@ -86,6 +86,14 @@ def update_settings(config: DmdeskConfig, changes: dict[str, Any]) -> DmdeskConf
     invalid: a number out of range is refused with its range, never clamped. A new local store
     path must exist. Returns the new effective configuration (environment variables still win
     over the file, as everywhere; :func:`dmdesk.config.env_overridden` names those keys)."""
+    validated = validate_changes(config, changes)
+    save_config_file({k: None if v is None else getattr(validated, k) for k, v in changes.items()})
+    return load_config()
+
+
+def validate_changes(config: DmdeskConfig, changes: dict[str, Any]) -> DmdeskConfig:
+    """The configuration `changes` would give, or `InvalidSettings` naming each bad field.
+    Writes nothing (the window checks its fields with it before saving in a thread)."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidSettings(
@@ -100,5 +108,56 @@ def update_settings(config: DmdeskConfig, changes: dict[str, Any]) -> DmdeskConf
             f"Invalid settings: vector_store_path: {path} does not exist (use an existing "
             "DeepLake folder, or hub://org/name for DeepLake Cloud)."
         )
-    save_config_file({k: None if v is None else getattr(validated, k) for k, v in changes.items()})
-    return load_config()
+    return validated
+
+
+async def check_llm_connection(
+    base_url: str | None, model: str, api_key: str | None, timeout_s: float = 15.0
+) -> str:
+    """One tiny chat completion (1 token) to the LLM the settings name: the sentence to show
+    next to the field. Raises `LLMError` with what is wrong, in words (never the key).
+
+    With neither a URL nor a key nothing is called: dmdesk's local model writes the questions.
+    `api_key=None` falls back to the stored key (keyring or OPENAI_API_KEY), read in a thread.
+    """
+    import asyncio
+    import time
+
+    import openai
+
+    from dmdesk.domain.errors import LLMError
+    from dmdesk.llm.openai_generator import PLACEHOLDER_KEY
+
+    if api_key is None:
+        api_key = await asyncio.to_thread(secrets.get_secret, secrets.OPENAI_API_KEY)
+    if not base_url and not api_key:
+        return "No LLM is set: dmdesk's local model writes the questions (nothing to test)."
+    if not model:
+        raise LLMError("Name the LLM model first.")
+    where = base_url or "api.openai.com"
+    client = openai.AsyncOpenAI(
+        base_url=base_url, api_key=api_key or PLACEHOLDER_KEY, timeout=timeout_s, max_retries=0
+    )
+    started = time.monotonic()
+    try:
+        await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Reply with OK."}], max_tokens=1
+        )
+    except openai.AuthenticationError:
+        raise LLMError(f"{where} refused the API key (401).") from None
+    except openai.PermissionDeniedError:
+        raise LLMError(f"{where} denied this key access to {model} (403).") from None
+    except openai.NotFoundError:
+        raise LLMError(f"{where} does not know the model {model} (404).") from None
+    except openai.RateLimitError:
+        return f"Connected: {where} knows the key, but is rate-limiting it right now (429)."
+    except openai.APITimeoutError:
+        raise LLMError(f"{where} did not answer within {timeout_s:.0f} s.") from None
+    except openai.APIConnectionError:
+        raise LLMError(f"Cannot reach {where}: check the URL and the network.") from None
+    except openai.APIStatusError as exc:
+        raise LLMError(f"{where} answered {exc.status_code}: the request was refused.") from None
+    finally:
+        await client.close()
+    elapsed_ms = (time.monotonic() - started) * 1000
+    return f"Connected: {model} at {where} answered in {elapsed_ms:.0f} ms."

@@ -46,6 +46,8 @@ OBJECT_NAMES: dict[str, str] = {
     "chunkLimitSpin": "chunk limit",
     "openaiKeyEdit": "OpenAI API key (to the keyring)",
     "activeloopTokenEdit": "Activeloop token (to the keyring)",
+    "testConnectionButton": "Test connection: one 1-token request to the LLM the fields name",
+    "connectionResult": "what the connection test found",
     "saveSettingsButton": "Save the settings",
     "settingsError": "a settings error",
     # the review dialog

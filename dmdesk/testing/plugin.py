@@ -186,6 +186,11 @@ def dmdesk_window(
         return driver
 
     yield open_window
-    for driver in opened:
-        if not driver.close():
-            pytest.fail("a QThread of the dmdesk window was still running after the test")
+    from dmdesk.ui import aio
+
+    try:
+        for driver in opened:
+            if not driver.close():
+                pytest.fail("a QThread of the dmdesk window was still running after the test")
+    finally:
+        aio.release()  # the next test (GUI or not) starts without a running asyncio loop

@@ -174,12 +174,13 @@ class DeepMemoryPage(QWidget):
 
     def refresh(self) -> None:
         """Reload everything the page shows (FR-7.6)."""
-        resp = settings_service.get_settings(self.ctx.config)
-        self.gate_warning.setVisible(not resp.available)
-        self.scroll_area.setVisible(resp.available)
-        self._filler.setVisible(not resp.available)
-        if not resp.available:
-            self.gate_warning.setText(resp.unavailable_reason or "Deep Memory is not available.")
+        # The gate follows from the configuration alone: no keyring read on the GUI thread.
+        _, available, reason = settings_service.availability(self.ctx.config)
+        self.gate_warning.setVisible(not available)
+        self.scroll_area.setVisible(available)
+        self._filler.setVisible(not available)
+        if not available:
+            self.gate_warning.setText(reason or "Deep Memory is not available.")
             self.refreshed.emit()
             return
         try:

@@ -2,110 +2,131 @@
 command in a terminal, a detached job, another window — the History and the Workflow card show
 it within about a second, and a job that died is recovered while the window stays open.
 
-Every `interval_ms` a poll runs on a thread of its own (never on the GUI thread): it reads a
-cheap change token of the runs table (count, newest `updated_at`, highest id; every run write
-and every review sets `updated_at`), and only when that changed does it load the runs. Every
-`stale_after_s / 3` it also recovers stale runs (a job killed with -9 becomes failed, with
-Proceed and Delete; a DeepLake Cloud training run is re-attached by a detached worker), as a
-dmdesk start does. Results come back to the GUI thread as a queued Qt signal.
-
-Decision: a QTimer and a one-thread executor, not coroutines on a qasync loop. A running
-asyncio loop in the GUI thread made every `asyncio.run`/`run_until_complete` on that thread
-fail (deeplake's nest_asyncio patches, the services' own loops in tests that share the
-process), while the work here is two short queries a second; see README "How it is built".
+A coroutine on the GUI's qasync loop (dmdesk.ui.aio): every `interval_ms` (or at once, for F5) it
+reads, in a thread through `asyncio.to_thread`, a cheap change token of the runs table (count,
+newest `updated_at`, highest id; every run write and every review sets `updated_at`), and only
+when that changed does it load the runs. Every `stale_after_s / 3` it also recovers stale runs (a
+job killed with -9 becomes failed, with Proceed and Delete; a DeepLake Cloud training run is
+re-attached by a detached worker), as a dmdesk start does. The GUI thread only receives the
+result: it never waits on the database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from PySide6.QtCore import QObject, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, Signal, Slot
 
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
+from dmdesk.ui import aio
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_MS = 1000
 
 
+class _Reader:
+    """The watcher's reads, done in a thread. A plain object, not the QObject: what a thread
+    job refers to is released in that thread, and a Qt wrapper released there is deleted
+    later on the GUI thread by shiboken — after its parent, which crashed (bench/gui_stall.py
+    segfaulted in `runDeletionInMainThread` with the watcher's bound method sent to the pool).
+    """
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.runs = TrainingRunService(ctx)
+        self.lock = threading.Lock()  # held while a read runs
+        self.stopped = False
+        self.token: tuple[Any, ...] | None = None
+        self.recovery_every = max(1.0, ctx.config.stale_after_s / 3)
+        self.last_recovery = time.monotonic()  # the process recovered at start-up
+
+    def read(self, force: bool) -> list[Any] | None:
+        """The runs, or None when nothing changed since the last read."""
+        with self.lock:
+            if self.stopped:
+                return None  # a read queued before `stop` does nothing
+            now = time.monotonic()
+            recovered = False
+            if now - self.last_recovery >= self.recovery_every:
+                self.last_recovery = now
+                from dmdesk.app import recover
+
+                recovered = bool(recover(self.ctx))
+            token = self.runs.change_token()
+            if token == self.token and not recovered and not force:
+                return None
+            self.token = token
+            return self.runs.list_runs()
+
+    def stop(self) -> None:
+        """Wait for a read in progress (a query: milliseconds); none starts after."""
+        if self.lock.acquire(timeout=10):
+            self.stopped = True
+            self.lock.release()
+
+
 class RunWatcher(QObject):
     runs_loaded = Signal(object)  # list[RunView], newest first: something changed
-    _polled = Signal(object)  # (runs or None), from the poll thread to the GUI thread
 
     def __init__(
         self, ctx: ServiceContext, interval_ms: int = DEFAULT_INTERVAL_MS, parent: Any = None
     ) -> None:
         super().__init__(parent)
-        self._ctx = ctx
-        self._runs = TrainingRunService(ctx)
-        self._pool: ThreadPoolExecutor | None = None
-        self._timer = QTimer(self)
-        self._timer.setInterval(interval_ms)
-        self._timer.timeout.connect(self.poll)
-        self._polled.connect(self._on_polled)
-        self._busy = False
+        self._reader = _Reader(ctx)
+        self._interval_s = interval_ms / 1000
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
         self._force = False
-        self._token: tuple[Any, ...] | None = None
-        self._recovery_every = max(1.0, ctx.config.stale_after_s / 3)
-        self._last_recovery = time.monotonic()  # the process recovered at start-up
         self._failing = False
 
     def start(self) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="dmdesk-watch")
-        self._timer.start()
+        self._reader.stopped = False
+        if self._task is None:
+            self._task = aio.spawn(self._watch(), name="dmdesk run watcher")
 
     def stop(self) -> None:
-        """Stop polling; waits for a poll in progress (a query: milliseconds)."""
-        self._timer.stop()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Stop watching: nothing of the watcher touches the database after this returns."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._reader.stop()
 
     @Slot()
     def poll(self, force: bool = False) -> None:
-        """Poll now (the timer calls it; F5 forces a reload even without a change)."""
+        """Poll now (F5 forces a reload even without a change)."""
         self._force = self._force or force
-        if self._busy or self._pool is None:
-            return
-        self._busy = True
-        force, self._force = self._force, False
-        future = self._pool.submit(self._poll, force)
-        future.add_done_callback(self._deliver)
+        if self._wake is not None:
+            self._wake.set()
 
-    def _poll(self, force: bool) -> list[Any] | None:  # on the poll thread
-        now = time.monotonic()
-        recovered = False
-        if now - self._last_recovery >= self._recovery_every:
-            self._last_recovery = now
-            from dmdesk.app import recover
+    async def _watch(self) -> None:
+        self._wake = asyncio.Event()
+        while True:
+            force, self._force = self._force, False
+            self._wake.clear()
+            runs = await self._read(force)
+            if runs is not None:
+                self.runs_loaded.emit(runs)
+            if self._force:
+                continue  # F5 came during the read
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
 
-            recovered = bool(recover(self._ctx))
-        token = self._runs.change_token()
-        if token == self._token and not recovered and not force:
-            return None
-        self._token = token
-        return self._runs.list_runs()
-
-    def _deliver(self, future: Future[list[Any] | None]) -> None:  # on the poll thread
+    async def _read(self, force: bool) -> list[Any] | None:
         try:
-            result = future.result()
-            if self._failing:
-                log.info("the runs table can be read again")
-            self._failing = False
+            runs = await asyncio.to_thread(self._reader.read, force)
         except Exception as exc:  # a locked or vanished database: try again next time
             if not self._failing:
                 log.warning("cannot read the runs table: %s", exc)
             self._failing = True
-            result = None
-        self._polled.emit(result)
-
-    @Slot(object)
-    def _on_polled(self, runs: list[Any] | None) -> None:
-        self._busy = False
-        if runs is not None:
-            self.runs_loaded.emit(runs)
+            return None
+        if self._failing:
+            log.info("the runs table can be read again")
+        self._failing = False
+        return runs

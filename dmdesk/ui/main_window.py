@@ -12,9 +12,15 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 from dmdesk.config import DmdeskConfig
 from dmdesk.domain.errors import EXIT_USAGE, DmdeskError
 from dmdesk.services.context import ServiceContext
+from dmdesk.ui import aio
 from dmdesk.ui.deep_memory_page import DeepMemoryPage
 from dmdesk.ui.resources import icon
-from dmdesk.ui.workers import TaskWorker, apply_responsiveness_policy, start_in_thread
+from dmdesk.ui.workers import (
+    GuiThreadCollector,
+    TaskWorker,
+    apply_responsiveness_policy,
+    start_in_thread,
+)
 
 
 class MainWindow(QMainWindow):
@@ -62,6 +68,7 @@ class MainWindow(QMainWindow):
             return
         self._settings.setValue("window/geometry", self.saveGeometry())
         self.page.watcher.stop()
+        self.page.settings_card.stop()
         self.page.search_card.wait_idle()
         event.accept()
 
@@ -196,8 +203,11 @@ def run_gui(config: DmdeskConfig, *, smoke: bool = False, demo: bool = False) ->
     if problem:
         print(f"dmdesk: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    qapp = QApplication.instance() or QApplication(sys.argv[:1])
+    existing = QApplication.instance()
+    qapp = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     qapp.setApplicationName("dmdesk")
+    # Correctness, not tuning: widgets must never be collected on a job thread.
+    collector = GuiThreadCollector(parent=qapp)  # noqa: F841 (kept by its parent)
     if os.environ.get("DMDESK_GUI_TUNING", "1") != "0":
         # Interpreter-wide (GC thresholds, GIL switch interval): applied once, here, for the
         # GUI process only — never from a widget's constructor (DMDESK_GUI_TUNING=0: off).
@@ -232,6 +242,6 @@ def run_gui(config: DmdeskConfig, *, smoke: bool = False, demo: bool = False) ->
 
         QTimer.singleShot(300, shown)
     try:
-        return qapp.exec()
+        return aio.run(qapp)  # the Qt event loop, with asyncio on it (qasync)
     finally:
         ctx.dispose()

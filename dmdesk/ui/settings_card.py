@@ -2,10 +2,15 @@
 
 Secrets typed here (OpenAI key, Activeloop token) go to the OS keyring, never to the settings
 file or the database; the fields never show a stored secret back.
+
+Keyring and settings-file reads and writes, and the LLM connection test, are coroutines on the
+GUI's qasync loop (dmdesk.ui.aio) with their blocking part in a thread: a slow keyring (a locked
+Secret Service, a D-Bus timeout) or a slow LLM never freezes the window.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from PySide6.QtCore import Signal, Slot
@@ -26,6 +31,7 @@ from dmdesk import secrets
 from dmdesk.config import DmdeskConfig
 from dmdesk.domain.errors import DmdeskError
 from dmdesk.services import settings as settings_service
+from dmdesk.ui import aio
 
 
 class SettingsCard(QGroupBox):
@@ -77,6 +83,20 @@ class SettingsCard(QGroupBox):
             ("chunk_limit", "Chunk limit", self.limit_spin),
         ):
             form.addRow(label, self._with_error_line(key, widget))
+        self.test_button = QPushButton("Test connection")
+        self.test_button.setObjectName("testConnectionButton")
+        self.test_button.setToolTip(
+            "One 1-token request to the LLM named above (unsaved values too)"
+        )
+        self.test_button.clicked.connect(self._on_test_clicked)
+        self.connection_label = QLabel()
+        self.connection_label.setObjectName("connectionResult")
+        self.connection_label.setWordWrap(True)
+        test_row = QHBoxLayout()
+        test_row.addWidget(self.test_button)
+        test_row.addWidget(self.connection_label, 1)
+        form.addRow("", test_row)
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
         for spin in (self.questions_spin, self.concurrency_spin, self.limit_spin):
             # A number box as wide as its numbers, its range said (typing past it is refused).
             spin.setMaximumWidth(160)
@@ -108,8 +128,9 @@ class SettingsCard(QGroupBox):
         self.load(config)
 
     def load(self, config: DmdeskConfig) -> None:
+        """Show `config`; what needs the keyring (which secrets are set, hence who writes the
+        questions) follows a moment later, read off the GUI thread."""
         self._config = config
-        resp = settings_service.get_settings(config)
         self.store_edit.setText(config.vector_store_path or "")
         self.backend_combo.setCurrentIndex(self.backend_combo.findData(config.deep_memory_backend))
         self.base_url_edit.setText(config.llm_base_url or "")
@@ -117,11 +138,32 @@ class SettingsCard(QGroupBox):
         self.questions_spin.setValue(config.questions_per_chunk)
         self.concurrency_spin.setValue(config.generation_concurrency)
         self.limit_spin.setValue(config.chunk_limit or 0)
+        for edit in (self.openai_key_edit, self.activeloop_edit):
+            edit.clear()
+        self._run("load", self._load_secrets(config))
+
+    @property
+    def busy(self) -> bool:
+        """A keyring read, a save or a connection test is under way."""
+        return any(not t.done() for t in self._tasks.values())
+
+    def stop(self) -> None:
+        """Cancel what is under way (the window is closing)."""
+        for task in self._tasks.values():
+            task.cancel()
+
+    def _run(self, key: str, coro: Any) -> None:
+        old = self._tasks.get(key)
+        if old is not None and not old.done():
+            old.cancel()  # a newer request of the same kind replaces it
+        self._tasks[key] = aio.spawn(coro, name=f"settings card: {key}")
+
+    async def _load_secrets(self, config: DmdeskConfig) -> None:
+        resp = await asyncio.to_thread(settings_service.get_settings, config)
         for edit, configured in (
             (self.openai_key_edit, resp.llm_key_configured),
             (self.activeloop_edit, resp.activeloop_token_configured),
         ):
-            edit.clear()
             edit.setPlaceholderText(
                 "configured (type to replace)" if configured else "not set — stored in the keyring"
             )
@@ -190,17 +232,30 @@ class SettingsCard(QGroupBox):
         # Only what the admin changed is saved: values in force but not chosen (the demo
         # profile's, an environment variable's) must not be pinned into the settings file.
         requested = {k: v for k, v in self.changes().items() if v != getattr(self._config, k)}
-        try:
-            new = settings_service.update_settings(self._config, requested)
+        typed = {
+            name: edit.text()
             for edit, name in (
                 (self.openai_key_edit, secrets.OPENAI_API_KEY),
                 (self.activeloop_edit, secrets.ACTIVELOOP_TOKEN),
-            ):
-                if edit.text():
-                    secrets.set_secret(name, edit.text())
+            )
+            if edit.text()
+        }
+        try:  # the fields are checked at once (no I/O but a stat); only the writes wait
+            settings_service.validate_changes(self._config, requested)
+        except DmdeskError as exc:
+            self.show_error(str(exc))
+            return
+        self.save_button.setEnabled(False)
+        self._run("save", self._save(requested, typed))
+
+    async def _save(self, requested: dict[str, Any], typed: dict[str, str]) -> None:
+        try:
+            new = await asyncio.to_thread(_save, self._config, requested, typed)
         except (DmdeskError, secrets.SecretStoreUnavailable) as exc:
             self.show_error(str(exc))
             return
+        finally:
+            self.save_button.setEnabled(True)
         self.load(new)
         overridden = [
             f"{key} (DMDESK_{key.upper()})"
@@ -214,6 +269,43 @@ class SettingsCard(QGroupBox):
                 + ". Unset those variables for the saved values to apply."
             )
         else:
-            self.saved_label.setText("Saved." if requested else "Nothing changed.")
+            self.saved_label.setText("Saved." if requested or typed else "Nothing changed.")
             self.saved_label.show()
         self.settings_saved.emit(new)
+
+    @Slot()
+    def _on_test_clicked(self) -> None:
+        """Test the LLM the fields name now (saved or not), with the typed key or the stored one."""
+        self.test_button.setEnabled(False)
+        self.connection_label.setStyleSheet("")
+        self.connection_label.setText("Testing…")
+        self._run(
+            "test",
+            self._test(
+                self.base_url_edit.text().strip() or None,
+                self.model_edit.text().strip(),
+                self.openai_key_edit.text() or None,
+            ),
+        )
+
+    async def _test(self, base_url: str | None, model: str, key: str | None) -> None:
+        try:
+            text = await settings_service.check_llm_connection(
+                base_url, model, key, timeout_s=min(15.0, self._config.llm_timeout_s)
+            )
+            ok = True
+        except DmdeskError as exc:
+            text, ok = exc.message, False
+        finally:
+            self.test_button.setEnabled(True)
+        self.connection_label.setStyleSheet("color: #15803d;" if ok else "color: #b91c1c;")
+        self.connection_label.setText(text)
+
+
+def _save(config: DmdeskConfig, requested: dict[str, Any], typed: dict[str, str]) -> DmdeskConfig:
+    """The card's writes, in a thread (a module function: nothing of Qt goes to the thread —
+    see dmdesk.ui.live._Reader)."""
+    new = settings_service.update_settings(config, requested)
+    for name, value in typed.items():
+        secrets.set_secret(name, value)
+    return new

@@ -53,6 +53,43 @@ def apply_responsiveness_policy() -> None:
     sys.setswitchinterval(0.0005)
 
 
+class GuiThreadCollector(QObject):
+    """Python's cyclic garbage collected on the GUI thread only.
+
+    The collector runs in whichever thread allocates when a threshold is passed — in dmdesk
+    mostly the job thread. A widget that was part of a reference cycle was then destroyed *in
+    the job thread* (gdb: `QWidget::~QWidget` on a worker thread, shiboken deferring its
+    layout's deletion to the GUI thread, which then crashed in `runDeletionInMainThread`;
+    bench/gui_stall.py segfaulted in 3 runs of 3). With automatic collection off, a GUI-thread
+    timer collects the generations whose thresholds were passed (PyQt's classic recipe); the
+    job threads never collect, only allocate. `stop()` gives the interpreter its collector back.
+    """
+
+    def __init__(self, interval_ms: int = 250, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        from PySide6.QtCore import QTimer
+
+        self._was_enabled = gc.isenabled()
+        gc.disable()
+        self._timer = QTimer(self)
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self._collect)
+        self._timer.start()
+
+    @Slot()
+    def _collect(self) -> None:
+        counts = gc.get_count()
+        thresholds = gc.get_threshold()
+        passed = [g for g in range(3) if counts[g] > thresholds[g]]
+        if passed:
+            gc.collect(passed[-1])
+
+    def stop(self) -> None:
+        self._timer.stop()
+        if self._was_enabled:
+            gc.enable()
+
+
 def settle_heap() -> None:
     """Once per process, in a worker thread: import what a job needs (deeplake, the SDK), then
     freeze the heap so later collections skip it. `gc.freeze` only moves lists; no scan."""

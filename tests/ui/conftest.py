@@ -17,6 +17,19 @@ from dmdesk.ui.main_window import MainWindow
 
 
 @pytest.fixture(autouse=True)
+def gui_thread_collector(qapp):
+    """As `dmdesk gui` does: cyclic garbage is collected on the GUI thread only, never on a job
+    thread (dmdesk.ui.workers.GuiThreadCollector); the interpreter's own collector is back
+    after the test."""
+    from dmdesk.ui.workers import GuiThreadCollector
+
+    collector = GuiThreadCollector()
+    yield collector
+    collector.stop()
+    collector.deleteLater()
+
+
+@pytest.fixture(autouse=True)
 def no_qthread_left_running(qtbot, monkeypatch: pytest.MonkeyPatch):
     """napari's guard: a test that leaves a QThread running fails (a thread outliving its
     window is what aborted dmdesk with 'QThread: Destroyed while thread is still running').
@@ -39,6 +52,9 @@ def no_qthread_left_running(qtbot, monkeypatch: pytest.MonkeyPatch):
         QApplication.processEvents()
         time.sleep(0.02)
     left = running()
+    from dmdesk.ui import aio
+
+    aio.release()  # the GUI's asyncio loop (made by the first window) ends with the test
     assert not left, f"{len(left)} QThread(s) still running after the test"
 
 

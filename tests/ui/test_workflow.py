@@ -116,7 +116,8 @@ def test_settings_card_saves_and_keeps_secrets_in_the_keyring(
     assert keyring.get_password("dmdesk", "OPENAI_API_KEY") == "sk-secret-123456"
     assert "sk-secret" not in config_file().read_text()
     assert card.openai_key_edit.text() == ""  # never shown back
-    assert "configured" in card.openai_key_edit.placeholderText()
+    # which secrets are set is read off the GUI thread, a moment after the save
+    qtbot.waitUntil(lambda: "configured" in card.openai_key_edit.placeholderText(), timeout=3000)
 
 
 def test_settings_card_says_when_the_environment_overrides_a_saved_value(
@@ -155,7 +156,8 @@ def test_settings_card_shows_invalid_values_inline_and_saves_nothing(
     card.store_edit.setText(str(config.vector_store_path))
     card.base_url_edit.setText(config.llm_base_url or "")  # (the environment sets it)
     card.questions_spin.setValue(3)
-    click(qtbot, card.save_button)
+    with qtbot.waitSignal(card.settings_saved, timeout=3000):  # written in a thread
+        click(qtbot, card.save_button)
     assert card.saved_label.isVisible() and card.saved_label.text() == "Saved."
     assert card.field_error("vector_store_path") == ""
     assert "questions_per_chunk = 3" in config_file().read_text()
