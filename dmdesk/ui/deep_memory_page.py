@@ -10,7 +10,6 @@ import logging
 from collections.abc import Callable
 
 from PySide6.QtCore import QEventLoop, QModelIndex, Qt, QThread, QTimer, Signal, Slot
-from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
@@ -131,8 +130,7 @@ class DeepMemoryPage(QWidget):
         self.watcher = RunWatcher(ctx, parent=self)
         self.watcher.runs_loaded.connect(self.apply_runs)
         self.watcher.start()
-        refresh_key = QShortcut(QKeySequence(QKeySequence.StandardKey.Refresh), self)
-        refresh_key.activated.connect(self.reload)
+        # F5 is the main window's View → Refresh (one owner of the key: two would be ambiguous).
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -190,6 +188,9 @@ class DeepMemoryPage(QWidget):
             runs = []
         self.history_model.set_runs(runs)
         self._show_blocking(runs)
+        watcher = getattr(self, "watcher", None)  # (the first refresh comes before it exists)
+        if watcher is not None:
+            watcher.invalidate()  # a read it has under way is older than this one
         self.refreshed.emit()
 
     def show_error(self, title: str, message: str) -> QMessageBox:

@@ -85,6 +85,7 @@ class RunWatcher(QObject):
         self._wake: asyncio.Event | None = None
         self._force = False
         self._failing = False
+        self._epoch = 0  # bumped by `invalidate`: a read started before is stale
 
     def start(self) -> None:
         self._reader.stopped = False
@@ -105,12 +106,23 @@ class RunWatcher(QObject):
         if self._wake is not None:
             self._wake.set()
 
+    def invalidate(self) -> None:
+        """The window has just read the runs itself (a refresh after its own job): a read under
+        way began before that and may show an older state — it is dropped and read again,
+        instead of putting a finished run back to "generating" for a second."""
+        self._epoch += 1
+        self.poll(force=True)
+
     async def _watch(self) -> None:
         self._wake = asyncio.Event()
         while True:
             force, self._force = self._force, False
             self._wake.clear()
+            epoch = self._epoch
             runs = await self._read(force)
+            if epoch != self._epoch:
+                self._force = True  # stale: read again at once
+                continue
             if runs is not None:
                 self.runs_loaded.emit(runs)
             if self._force:

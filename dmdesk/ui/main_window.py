@@ -6,7 +6,7 @@ import os
 import sys
 
 from PySide6.QtCore import QEventLoop, QObject, QSettings, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 
 from dmdesk.config import DmdeskConfig
@@ -45,6 +45,13 @@ class MainWindow(QMainWindow):
         self._closing = False  # the admin chose to close: waiting for the job to end
         self._close_box: QMessageBox | None = None
         self.page.job_finished.connect(self._on_job_finished)
+        view = self.menuBar().addMenu("&View")
+        refresh = QAction("&Refresh", self)
+        refresh.setObjectName("refreshAction")
+        refresh.setShortcut(QKeySequence(QKeySequence.StandardKey.Refresh))  # F5
+        refresh.setStatusTip("Read everything again now")
+        refresh.triggered.connect(self.page.reload)
+        view.addAction(refresh)
         # Window geometry lives next to the settings file (DMDESK_CONFIG_FILE's folder), so a
         # test or a second profile never touches the user's own.
         from dmdesk.config import config_file

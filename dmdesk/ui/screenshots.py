@@ -101,7 +101,7 @@ def main(out: str = "docs") -> int:
         assert actions is not None and actions.proceed_button is not None
         actions.proceed_button.click()
         wait_until(app, lambda: page.workflow.progress_bar.value() >= 60)
-        server.configure(fail_after=server.stats.successes + 5, fail_status=429)
+        server.configure(fail_after=server.stats.successes + 5, fail_status=503)
         wait_until(app, lambda: not page.job_running)
         app.processEvents()
         page.history.open_run(run_id)

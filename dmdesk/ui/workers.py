@@ -37,12 +37,14 @@ _heap_settled = False
 
 def apply_responsiveness_policy() -> None:
     """How the GUI process keeps its thread responsive while a job thread runs at full speed
-    (measured with bench/gui_stall.py: longest stall of a 10 ms timer, 146 ms before, 41 ms
-    after; target 50 ms).
+    (measured with bench/gui_stall.py: longest stall of a 10 ms timer, 146 ms at first, then
+    41–61 ms with a 0.5 ms switch interval, ~31 ms with 0.1 ms; target 50 ms).
 
     * The GIL: repainting the history calls back into Python for every cell and role, and each
       callback re-acquires the GIL from the CPU-bound job thread, waiting up to the switch
-      interval each time (5 ms by default): a 0.5 ms interval bounds that convoy.
+      interval each time (5 ms by default). Instrumented on the qasync loop, the remaining
+      30–60 ms gaps came every progress update (~10 a second), none from the collector: a
+      0.1 ms interval bounds that convoy (the job's own cost: see README, P3).
     * The collector: with deeplake, PySide6, the SDK and SQLAlchemy loaded, a full collection
       scans ~200k long-lived objects and stops every thread for 50–130 ms. A 50,000-allocation
       young generation makes collections rare, and `settle_heap` takes the long-lived heap out
@@ -50,7 +52,7 @@ def apply_responsiveness_policy() -> None:
     (The history's columns are also no longer re-measured on every change: see HistoryView.)
     """
     gc.set_threshold(50_000, 20, 20)
-    sys.setswitchinterval(0.0005)
+    sys.setswitchinterval(0.0001)
 
 
 class GuiThreadCollector(QObject):
@@ -63,7 +65,13 @@ class GuiThreadCollector(QObject):
     bench/gui_stall.py segfaulted in 3 runs of 3). With automatic collection off, a GUI-thread
     timer collects the generations whose thresholds were passed (PyQt's classic recipe); the
     job threads never collect, only allocate. `stop()` gives the interpreter its collector back.
+
+    While a worker thread runs, a full (generation 2) collection — ~40 ms of the GUI thread,
+    measured with bench/gui_stall.py — happens at most every `full_every_s`; the young
+    generations are collected as usual (≤ 2 ms each once the heap is settled).
     """
+
+    full_every_s = 300.0
 
     def __init__(self, interval_ms: int = 250, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -75,14 +83,22 @@ class GuiThreadCollector(QObject):
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._collect)
         self._timer.start()
+        self._last_full = time.monotonic()
 
     @Slot()
     def _collect(self) -> None:
         counts = gc.get_count()
         thresholds = gc.get_threshold()
         passed = [g for g in range(3) if counts[g] > thresholds[g]]
-        if passed:
-            gc.collect(passed[-1])
+        if not passed:
+            return
+        generation = passed[-1]
+        now = time.monotonic()
+        if generation == 2 and workers_running() and now - self._last_full < self.full_every_s:
+            generation = 1  # a job is running: the full collection waits
+        if generation == 2:
+            self._last_full = now
+        gc.collect(generation)
 
     def stop(self) -> None:
         self._timer.stop()
@@ -194,6 +210,21 @@ class TaskWorker(QObject):
             self.finished.emit()
 
 
+_running_lock = threading.Lock()
+_running = 0
+
+
+def workers_running() -> int:
+    """How many threads started by `start_in_thread` are running."""
+    return _running
+
+
+def _worker_thread_ended() -> None:  # in the worker's thread (a direct connection)
+    global _running
+    with _running_lock:
+        _running -= 1
+
+
 def start_in_thread(
     worker: QObject, parent: QObject, on_finished: Callable[[], None] | None = None
 ) -> QThread:
@@ -215,6 +246,10 @@ def start_in_thread(
     worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)  # type: ignore[attr-defined]
     if on_finished is not None:  # connected before the start: a worker that ends at once
         thread.finished.connect(on_finished)  # cannot finish before anyone listens
+    thread.finished.connect(_worker_thread_ended, Qt.ConnectionType.DirectConnection)
     thread.finished.connect(thread.deleteLater)
+    global _running
+    with _running_lock:
+        _running += 1
     thread.start()
     return thread

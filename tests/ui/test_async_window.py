@@ -10,6 +10,7 @@ import threading
 import keyring
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction
 
 from dmdesk.testing.llm_server import FakeLLMServer
 from dmdesk.testing.plugin import MemoryKeyring
@@ -55,7 +56,7 @@ def test_keyring_lookups_never_run_on_the_gui_thread(
     qtbot.waitUntil(
         lambda: "Questions are written by" in card.generator_label.text(), timeout=5_000
     )
-    win.page.reload()  # F5
+    qtbot.keyClick(win.window, Qt.Key.Key_F5)  # View → Refresh
     card.openai_key_edit.setText("sk-typed-key-123")
     with qtbot.waitSignal(card.settings_saved, timeout=5_000):
         win.click("saveSettingsButton")
@@ -109,3 +110,57 @@ def test_closing_the_window_during_a_connection_test_leaves_nothing_behind(
     assert win.close()
     qtbot.wait(200)  # the cancelled test ends on the loop without touching a closed widget
     assert not win.page.settings_card.busy
+
+
+def test_f5_reloads_what_another_process_changed(qtbot, dmdesk_window) -> None:
+    """View → Refresh (F5) reads everything again at once, not at the next poll."""
+    from tests.helpers import insert_run
+
+    win = dmdesk_window(chunks=3)
+    win.page.watcher._interval_s = 3600  # no poll would see it in this test's time
+    qtbot.wait(300)  # the watcher's first read is done: it now sleeps
+    insert_run(win.ctx, "generated", owner="other-process")
+    assert win.page.history_model.rowCount() == 0
+    qtbot.keyClick(win.window, Qt.Key.Key_F5)
+    qtbot.waitUntil(lambda: win.page.history_model.rowCount() == 1, timeout=2_000)
+    action = win.window.findChild(QAction, "refreshAction")
+    assert action is not None and action.shortcut().toString() == "F5"
+
+
+def test_a_read_older_than_the_windows_own_refresh_is_dropped(qtbot, dmdesk_window) -> None:
+    """The watcher read the runs in a thread while this window's job ended and the window
+    refreshed; that older read must not put the row back to "generating" (the screenshot tool
+    found it: no Proceed on a run that had just stopped)."""
+    import threading
+
+    from sqlalchemy import text
+
+    from dmdesk.domain.status import RunStatus
+    from tests.helpers import insert_run
+
+    win = dmdesk_window(chunks=3)
+    run_id = insert_run(win.ctx, "generating", owner="other-process")
+    reader = win.page.watcher._reader
+    real_read = reader.read
+    started, release = threading.Event(), threading.Event()
+
+    def slow_first_read(force: bool):
+        runs = reader.runs.list_runs()  # the state now: "generating"
+        started.set()
+        release.wait(10)
+        reader.read = real_read
+        return runs
+
+    reader.read = slow_first_read
+    qtbot.wait(1_200)  # the sleeping watcher wakes up and starts the slow read
+    qtbot.waitUntil(started.is_set, timeout=5_000)
+    with win.ctx.engine.begin() as c:
+        c.execute(
+            text("UPDATE deep_memory_training_runs SET status = 'generating_failed' WHERE id = :i"),
+            {"i": run_id},
+        )
+    win.page.refresh()
+    assert win.page.history_model.runs()[0].status is RunStatus.GENERATING_FAILED
+    release.set()
+    qtbot.wait(300)  # the stale result arrives (the next regular read is a second away)
+    assert win.page.history_model.runs()[0].status is RunStatus.GENERATING_FAILED
