@@ -10,7 +10,8 @@ with its own asyncio loop in its own thread.
 built — pytest-qt, the screenshot tool, a benchmark — the first coroutine creates it in qasync's
 *already running* mode over the existing QApplication: its callbacks then run whenever Qt
 processes events (a `qtbot.waitUntil`, a `QEventLoop.exec`), exactly as in the application.
-`release()` ends that mode (the test plugin calls it after each test).
+`release()` pauses it (the test plugin calls it after each test): its tasks are cancelled and
+the thread has no running loop until the next coroutine starts.
 
 A running loop in the GUI thread forbids `run_until_complete` on that thread; the services'
 own loops (`dmdesk.services.generation.run_on_own_loop`) therefore move to a thread of their own
