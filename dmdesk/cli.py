@@ -238,6 +238,8 @@ def _print_run(run: RunView) -> None:
             f"  selection  the first {selection['rows']} of {selection['store_rows']} chunks "
             f"(limited by {selection['limited_by']})"
         )
+    if run.usage_text:
+        print(f"  LLM usage  {run.usage_text}")
     if run.deeplake_job_id:
         print(f"  job id     {run.deeplake_job_id}")
     if run.metrics:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -97,6 +98,13 @@ class TrainingRun(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Who runs it now ("host:pid:token"); a live owner's run is never taken over.
     owner: Mapped[str | None] = mapped_column(String(200))
+    # The `usage` of every completion the run paid for (revision 0005).
+    prompt_tokens: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default=text("0")
+    )
+    completion_tokens: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default=text("0")
+    )
 
     pairs: Mapped[list[TrainingPair]] = relationship(
         back_populates="run", passive_deletes=True, cascade="save-update"

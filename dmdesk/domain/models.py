@@ -11,6 +11,17 @@ from dmdesk.domain.errors import STOPPED_BY_ADMIN
 from dmdesk.domain.status import FAILED, RunStatus, progress_text
 
 
+def describe_usage(prompt: int, completion: int, cost: float | None) -> str | None:
+    """Tokens and their cost in words ("12,345 tokens in, 2,345 out — $0.0042"); None for none.
+    An unknown price shows the tokens alone."""
+    if not (prompt or completion):
+        return None
+    text = f"{prompt:,} tokens in, {completion:,} out"
+    if cost is not None:
+        text += f" — ${cost:.4f}" if cost < 1 else f" — ${cost:,.2f}"
+    return text
+
+
 class RunView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -29,6 +40,15 @@ class RunView(BaseModel):
     approved_count: int = 0
     # This run's model is the one dmdesk's search uses for its store.
     model_active: bool = False
+    # The LLM's `usage` summed over the run's calls, and what it cost (None: unknown price).
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+
+    @property
+    def usage_text(self) -> str | None:
+        """ "12,345 tokens in, 2,345 out — $0.0042", or None before any LLM call."""
+        return describe_usage(self.prompt_tokens, self.completion_tokens, self.cost_usd)
 
     @property
     def activation_note(self) -> str | None:

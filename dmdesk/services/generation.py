@@ -28,10 +28,11 @@ from sqlalchemy import func, insert, select
 from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
 from dmdesk.domain.errors import Cancelled, DmdeskError
-from dmdesk.domain.models import ProgressUpdate, RunView
+from dmdesk.domain.models import ProgressUpdate, RunView, describe_usage
 from dmdesk.domain.status import RunStatus
 from dmdesk.llm.base import QuestionGenerator
 from dmdesk.llm.pacing import Pacer
+from dmdesk.llm.pricing import cost_usd
 from dmdesk.services.job import LostRun, RunJob
 from dmdesk.vectorstore.service import Chunk
 
@@ -104,6 +105,8 @@ class GenerationJob(RunJob):
         self._start_row = 0
         self._frontier = [0]  # advanced by the producer only over rows it has taken
         self._inflight: set[int] = set()
+        self._generator: Any = None
+        self._tokens_written = (0, 0)  # the generator's (prompt, completion) counts on the run
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -151,12 +154,14 @@ class GenerationJob(RunJob):
                 return
             generator = self.ctx.generator_factory(snapshot, self.ctx.config)
             self._pacer = getattr(generator, "pacer", None)
+            self._generator = generator
             try:
                 await self._prepare(generator)
                 await self._pipeline(
                     store, generator, rows, done_ids, n_questions, concurrency, chunks < rows
                 )
             finally:
+                self._flush_tokens()  # the calls whose answers were not written cost too
                 await generator.aclose()
         finally:
             store.close()
@@ -338,16 +343,54 @@ class GenerationJob(RunJob):
             for r in batch
             for q in r.questions
         ]
+        prompt, completion, done = self._token_delta()
         with session_scope(self.ctx.sessions) as s:
             self.guarded(
                 s,
                 processed_chunks=TrainingRun.processed_chunks + len(batch),
                 pair_count=TrainingRun.pair_count + len(rows),
+                prompt_tokens=TrainingRun.prompt_tokens + prompt,
+                completion_tokens=TrainingRun.completion_tokens + completion,
             )
             s.execute(insert(TrainingPair), rows)
+        self._tokens_written = done
         self.processed += len(batch)
         self.pairs += len(rows)
         self._inflight.difference_update(r.chunk.row for r in batch)
+
+    def _token_delta(self) -> tuple[int, int, tuple[int, int]]:
+        """Tokens the generator counted since the last write: (prompt, completion, new total).
+        A generator that counts none (the local model) adds nothing."""
+        gen = self._generator
+        now = (int(getattr(gen, "prompt_tokens", 0)), int(getattr(gen, "completion_tokens", 0)))
+        return now[0] - self._tokens_written[0], now[1] - self._tokens_written[1], now
+
+    def _usage_so_far(self) -> str | None:
+        """This session's tokens and cost, live (the run's earlier sessions are in its row)."""
+        gen = self._generator
+        prompt = int(getattr(gen, "prompt_tokens", 0))
+        completion = int(getattr(gen, "completion_tokens", 0))
+        try:
+            cost = cost_usd(getattr(gen, "model", None), prompt, completion)
+        except DmdeskError:
+            cost = None
+        return describe_usage(prompt, completion, cost)
+
+    def _flush_tokens(self) -> None:
+        prompt, completion, done = self._token_delta()
+        if not (prompt or completion):
+            return
+        try:
+            self.guarded_write(
+                prompt_tokens=TrainingRun.prompt_tokens + prompt,
+                completion_tokens=TrainingRun.completion_tokens + completion,
+            )
+        except LostRun:
+            return  # another process has the run: its tokens are not ours to write
+        except Exception:  # the database is gone: the run fails for that reason, not this one
+            log.warning("run %s: could not record %s tokens", self.run_id, prompt + completion)
+            return
+        self._tokens_written = done
 
     def _resume_row(self) -> int:
         """The lowest row not known to be done: rows below the producer's frontier were either
@@ -362,6 +405,9 @@ class GenerationJob(RunJob):
             message = f"{pace.requests_per_min:.0f} requests/min"
             if pace.throttled:
                 message += " — slowed down: the LLM is rate-limiting"
+            usage = self._usage_so_far()
+            if usage:
+                message += f" · {usage}"
         self.emit(
             ProgressUpdate(
                 run_id=self.run_id,

@@ -69,7 +69,23 @@ def to_view(
         heartbeat_at=run.heartbeat_at,
         approved_count=approved_count,
         model_active=run.id in active_runs,
+        prompt_tokens=run.prompt_tokens or 0,
+        completion_tokens=run.completion_tokens or 0,
+        cost_usd=_cost(run),
     )
+
+
+def _cost(run: TrainingRun) -> float | None:
+    if not (run.prompt_tokens or run.completion_tokens):
+        return None
+    from dmdesk.domain.errors import InvalidSettings
+    from dmdesk.llm.pricing import cost_usd
+
+    model = (run.settings or {}).get("llm_model")
+    try:
+        return cost_usd(model, run.prompt_tokens or 0, run.completion_tokens or 0)
+    except InvalidSettings:
+        return None  # a malformed price override: the tokens are shown, no cost
 
 
 def count_chunks(store: Any, rows: int) -> int:

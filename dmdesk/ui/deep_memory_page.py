@@ -99,6 +99,11 @@ class DeepMemoryPage(QWidget):
         hc = QVBoxLayout(history_card)
         hc.addWidget(self.history)
         hc.addWidget(self.details)
+        self.usage_label = QLabel()
+        self.usage_label.setObjectName("runUsage")
+        self.usage_label.setWordWrap(True)
+        self.usage_label.hide()
+        hc.addWidget(self.usage_label)
         self.search_card = SearchCard(ctx)
         cl.addWidget(self.workflow)
         cl.addWidget(history_card, 1)
@@ -161,7 +166,7 @@ class DeepMemoryPage(QWidget):
                     self.history_model.update_run(new)
         shown = self.history_model.run_at(self.history.currentIndex())
         if shown is not None:
-            self.details.show_run(shown)
+            self._show_details(shown)
         self._show_blocking(runs)
 
     def _show_blocking(self, runs: list[RunView]) -> None:
@@ -304,12 +309,19 @@ class DeepMemoryPage(QWidget):
         self.job_finished.emit(final)
 
     @Slot(QModelIndex, QModelIndex)
+    def _show_details(self, run: RunView | None) -> None:
+        """The selected run's details: its metrics, and what its LLM calls used and cost."""
+        self.details.show_run(run)
+        usage = run.usage_text if run is not None else None
+        self.usage_label.setText(f"Run #{run.id} LLM usage: {usage}" if run and usage else "")
+        self.usage_label.setVisible(bool(usage))
+
     def _on_history_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
-        self.details.show_run(self.history_model.run_at(current))
+        self._show_details(self.history_model.run_at(current))
 
     @Slot()
     def _on_history_reset(self) -> None:
-        self.details.show_run(None)
+        self._show_details(None)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -398,7 +410,7 @@ class DeepMemoryPage(QWidget):
             self.refresh()
             return
         self.history_model.update_run(run)
-        self.details.show_run(run)
+        self._show_details(run)
 
     @Slot(int)
     def _on_review_requested(self, run_id: int) -> None:

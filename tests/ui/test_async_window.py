@@ -164,3 +164,17 @@ def test_a_read_older_than_the_windows_own_refresh_is_dropped(qtbot, dmdesk_wind
     release.set()
     qtbot.wait(300)  # the stale result arrives (the next regular read is a second away)
     assert win.page.history_model.runs()[0].status is RunStatus.GENERATING_FAILED
+
+
+def test_the_selected_runs_llm_usage_and_cost_show_under_the_history(
+    qtbot, dmdesk_window, dmdesk_llm_server: FakeLLMServer
+) -> None:
+    """Issue 13: tokens and cost in the History's details."""
+    win = dmdesk_window(chunks=5, llm_model="gpt-4o-mini")
+    win.click("generateButton")
+    win.wait_for_status(1, "generated")
+    win.page.history.setCurrentIndex(win.row_of(1))
+    label = win.widget("runUsage")
+    qtbot.waitUntil(label.isVisible, timeout=3_000)
+    tokens = f"{dmdesk_llm_server.stats.prompt_tokens:,} tokens in"
+    assert tokens in label.text() and "$" in label.text()
