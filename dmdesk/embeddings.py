@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,16 +43,6 @@ def normalise(x: np.ndarray) -> np.ndarray:
 
 _local_model: Any = None
 _local_lock = threading.Lock()
-
-
-def prepare_embedding(embed: Any, say: Callable[[str], None]) -> None:
-    """Load an embedding's model before its first use, saying so (a few seconds for the local
-    model: shown in the Workflow card instead of a progress line that does not move)."""
-    describe = getattr(embed, "preparation", None)
-    what = describe() if describe is not None else None
-    if what:
-        say(what)
-        embed.prepare()
 
 
 def _load_local_model() -> Any:
@@ -86,7 +76,7 @@ class LocalEmbedding:
     dim = LOCAL_DIM
 
     def preparation(self) -> str | None:
-        """What `prepare` will do, for a progress line (None: already loaded)."""
+        """What `prepare` will do (dmdesk.llm.base.prepare_model), None when loaded."""
         return None if _local_model is not None else "Loading the local embedding model…"
 
     def prepare(self) -> None:

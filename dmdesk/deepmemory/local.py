@@ -39,7 +39,8 @@ from dmdesk.deepmemory.base import ProgressFn, TrainingRequest
 from dmdesk.deepmemory.guard import split_pairs
 from dmdesk.deepmemory.metrics import DEFAULT_KS, ranks_of, retrieval_metrics
 from dmdesk.domain.errors import Cancelled, TrainingError
-from dmdesk.embeddings import EmbeddingFunction, normalise, prepare_embedding
+from dmdesk.embeddings import EmbeddingFunction, normalise
+from dmdesk.llm.base import prepare_model
 from dmdesk.vectorstore.service import VectorStoreService
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class LocalEngineBackend:
             raise TrainingError("None of the approved pairs' chunks is in the store any more.")
         if cancel.is_set():
             raise Cancelled()
-        prepare_embedding(embed, lambda what: progress(0.02, what))
+        prepare_model(embed, lambda what: progress(0.02, what))
         progress(0.02, f"Embedding {len(pairs)} questions")
         queries = embed([q for q, _ in pairs])
         if queries.shape[1] != corpus.shape[1]:

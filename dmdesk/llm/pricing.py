@@ -49,8 +49,12 @@ def price_per_mtok(model: str | None) -> tuple[float, float] | None:
 
 
 def cost_usd(model: str | None, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """The cost of those tokens at `model`'s price, or None when the price is unknown."""
-    price = price_per_mtok(model)
+    """The cost of those tokens at `model`'s price, or None when the price is unknown — or the
+    override malformed: the tokens are then shown without a cost (`price_per_mtok` says why)."""
+    try:
+        price = price_per_mtok(model)
+    except InvalidSettings:
+        return None
     if price is None:
         return None
     return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000

@@ -30,7 +30,7 @@ from dmdesk.db.session import session_scope
 from dmdesk.domain.errors import Cancelled, DmdeskError
 from dmdesk.domain.models import ProgressUpdate, RunView, describe_usage
 from dmdesk.domain.status import RunStatus
-from dmdesk.llm.base import QuestionGenerator
+from dmdesk.llm.base import QuestionGenerator, prepare_model
 from dmdesk.llm.pacing import Pacer
 from dmdesk.llm.pricing import cost_usd
 from dmdesk.services.job import LostRun, RunJob
@@ -167,16 +167,10 @@ class GenerationJob(RunJob):
             store.close()
 
     async def _prepare(self, generator: Any) -> None:
-        """A generator with a one-time preparation (the local model: load, or the first time
-        convert it, up to a minute) says so in the progress line while it prepares, instead of
-        showing 0 % without a word."""
-        describe = getattr(generator, "preparation", None)
-        what = describe() if describe is not None else None
-        if what is None:
-            return
-        self._report(what)
-        await asyncio.to_thread(generator.prepare)
-        self._report()
+        """A generator with a one-time preparation (the local model) says so in the progress
+        line while it prepares (dmdesk.llm.base.prepare_model), then the line is the run's."""
+        if await asyncio.to_thread(prepare_model, generator, self._report):
+            self._report()
 
     async def _pipeline(
         self,
@@ -358,22 +352,21 @@ class GenerationJob(RunJob):
         self.pairs += len(rows)
         self._inflight.difference_update(r.chunk.row for r in batch)
 
-    def _token_delta(self) -> tuple[int, int, tuple[int, int]]:
-        """Tokens the generator counted since the last write: (prompt, completion, new total).
-        A generator that counts none (the local model) adds nothing."""
+    def _generator_tokens(self) -> tuple[int, int]:
+        """(prompt, completion) tokens the generator has counted this session; a generator
+        that counts none (the local model) has (0, 0)."""
         gen = self._generator
-        now = (int(getattr(gen, "prompt_tokens", 0)), int(getattr(gen, "completion_tokens", 0)))
+        return int(getattr(gen, "prompt_tokens", 0)), int(getattr(gen, "completion_tokens", 0))
+
+    def _token_delta(self) -> tuple[int, int, tuple[int, int]]:
+        """Tokens counted since the last write: (prompt, completion, new total)."""
+        now = self._generator_tokens()
         return now[0] - self._tokens_written[0], now[1] - self._tokens_written[1], now
 
     def _usage_so_far(self) -> str | None:
         """This session's tokens and cost, live (the run's earlier sessions are in its row)."""
-        gen = self._generator
-        prompt = int(getattr(gen, "prompt_tokens", 0))
-        completion = int(getattr(gen, "completion_tokens", 0))
-        try:
-            cost = cost_usd(getattr(gen, "model", None), prompt, completion)
-        except DmdeskError:
-            cost = None
+        prompt, completion = self._generator_tokens()
+        cost = cost_usd(getattr(self._generator, "model", None), prompt, completion)
         return describe_usage(prompt, completion, cost)
 
     def _flush_tokens(self) -> None:

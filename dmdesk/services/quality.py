@@ -32,13 +32,8 @@ from sqlalchemy import Table, bindparam, select, update
 from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
 from dmdesk.domain.errors import Cancelled
-from dmdesk.embeddings import (
-    EmbeddingFunction,
-    close_embedding,
-    make_embedding,
-    normalise,
-    prepare_embedding,
-)
+from dmdesk.embeddings import EmbeddingFunction, close_embedding, make_embedding, normalise
+from dmdesk.llm.base import prepare_model
 from dmdesk.llm.prompt import REFERS_TO_PASSAGE
 from dmdesk.services.context import ServiceContext
 
@@ -134,7 +129,7 @@ def _embed_run(
     row_of = {cid: i for i, cid in enumerate(ids)}
     kept = [(pid, row_of[cid], q) for pid, cid, q in rows if cid in row_of]
     questions = [q for _, _, q in kept]
-    prepare_embedding(embed, lambda what: say(f"Checking question quality: {what}"))
+    prepare_model(embed, lambda what: say(f"Checking question quality: {what}"))
     vectors: list[NDArray[np.float32]] = []
     for start in range(0, len(questions), EMBED_BATCH):
         if cancel is not None and cancel.is_set():

@@ -78,14 +78,10 @@ def to_view(
 def _cost(run: TrainingRun) -> float | None:
     if not (run.prompt_tokens or run.completion_tokens):
         return None
-    from dmdesk.domain.errors import InvalidSettings
     from dmdesk.llm.pricing import cost_usd
 
     model = (run.settings or {}).get("llm_model")
-    try:
-        return cost_usd(model, run.prompt_tokens or 0, run.completion_tokens or 0)
-    except InvalidSettings:
-        return None  # a malformed price override: the tokens are shown, no cost
+    return cost_usd(model, run.prompt_tokens or 0, run.completion_tokens or 0)
 
 
 def count_chunks(store: Any, rows: int) -> int:

@@ -41,6 +41,7 @@ from dmdesk.domain.status import ACTIVE, FAILED, phase_label
 from dmdesk.ui.history_model import (
     COL_PROGRESS,
     COL_STATUS,
+    STOPPED_COLOR,
     HasRefreshRole,
     IsActionsRole,
     RunHistoryModel,
@@ -158,7 +159,8 @@ class RunActions(QWidget):
             self.error_label.setWordWrap(True)
             self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             neutral = run.stopped_by_admin or run.status not in FAILED
-            self.error_label.setStyleSheet("color: #4b5563;" if neutral else "color: #b91c1c;")
+            colour = STOPPED_COLOR.name() if neutral else "#b91c1c"
+            self.error_label.setStyleSheet(f"color: {colour};")
             outer.addWidget(self.error_label)
 
     @Slot()
