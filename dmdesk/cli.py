@@ -58,7 +58,8 @@ _pair_id = _positive_id("pair id")
 SETTINGS_EPILOG = """settings (KEY: type, range — environment variable):
 {rows}
 An environment variable wins over a saved value (dmdesk warns when you set such a key).
-An empty VALUE removes an optional setting (vector_store_path, llm_base_url, chunk_limit)."""
+An empty VALUE removes an optional setting (vector_store_path, llm_base_url, chunk_limit,
+budget_usd)."""
 
 
 def _settings_epilog() -> str:
@@ -131,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = command("generate", "start a generation run")
     g.add_argument("--wait", action="store_true", help="follow it with a progress bar")
     g.add_argument("--json", action="store_true")
+    g.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the run's estimated tokens and cost, without calling the LLM or starting it",
+    )
 
     pr = command("proceed", "resume a failed run (either phase)")
     pr.add_argument("run_id", type=_run_id)
@@ -496,6 +502,26 @@ def _detach(ctx: Any, run: RunView, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _estimate(ctx: Any, as_json: bool) -> int:
+    from dmdesk.services.estimate import estimate_with
+    from dmdesk.services.settings import availability
+
+    _, available, reason = availability(ctx.config)
+    if not ctx.config.vector_store_path:
+        raise InvalidSettings(reason or "No vector store is configured.")
+    est = estimate_with(ctx)
+    if as_json:
+        _print_json(est.to_json() | {"text": est.text})
+        return EXIT_OK
+    print(est.text)
+    if ctx.config.budget_usd is not None and est.cost_usd is not None:
+        fits = "within" if est.cost_usd <= ctx.config.budget_usd else "OVER"
+        print(f"Budget: ${ctx.config.budget_usd:g} — the estimate is {fits} it.")
+    if not available:
+        print(f"Note: {reason}")
+    return EXIT_OK
+
+
 def _start_job(ctx: Any, run: RunView, args: argparse.Namespace) -> int:
     if args.wait:
         return _wait(ctx, run, args.json)
@@ -505,7 +531,7 @@ def _start_job(ctx: Any, run: RunView, args: argparse.Namespace) -> int:
 # -- commands ----------------------------------------------------------------------------------
 
 
-NULLABLE_SETTINGS = {"vector_store_path", "llm_base_url", "chunk_limit"}
+NULLABLE_SETTINGS = {"vector_store_path", "llm_base_url", "chunk_limit", "budget_usd"}
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -666,6 +692,8 @@ def dispatch(args: argparse.Namespace) -> int:
             _show(runs.get_run(args.run_id), args.json)
             return EXIT_OK
         if cmd == "generate":
+            if args.estimate:
+                return _estimate(ctx, args.json)
             return _start_job(ctx, runs.start_generation(), args)
         if cmd == "proceed":
             return _start_job(ctx, runs.proceed(args.run_id), args)

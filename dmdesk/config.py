@@ -4,8 +4,9 @@ Contract variables (DESIGN.md): DMDESK_DATA_DIR, DMDESK_DATABASE_URL, DMDESK_VEC
 DMDESK_DEEP_MEMORY_BACKEND, DMDESK_LLM_BASE_URL, DMDESK_LLM_MODEL, OPENAI_API_KEY, ACTIVELOOP_TOKEN,
 DMDESK_EMBEDDING, DMDESK_QUESTIONS_PER_CHUNK, DMDESK_GENERATION_CONCURRENCY, DMDESK_STALE_AFTER_S.
 Additions of ours: DMDESK_CHUNK_LIMIT (generate for the first N chunks only),
-DMDESK_LLM_MAX_RETRIES, DMDESK_LLM_TIMEOUT_S, and DMDESK_CONFIG_FILE (where the TOML lives; default
-`<user config dir>/dmdesk/config.toml`).
+DMDESK_LLM_MAX_RETRIES, DMDESK_LLM_TIMEOUT_S, DMDESK_BUDGET_USD, DMDESK_LLM_MODE (online|batch),
+DMDESK_BATCH_POLL_INTERVAL_S, DMDESK_BATCH_MAX_REQUESTS, and DMDESK_CONFIG_FILE (where the TOML
+lives; default `<user config dir>/dmdesk/config.toml`).
 
 Secrets are never fields of this object: they come from the environment or the OS keyring
 (:mod:`dmdesk.secrets`) at the moment they are needed.
@@ -41,6 +42,8 @@ EDITABLE_FIELDS = (
     "stale_after_s",
     "llm_max_retries",
     "llm_timeout_s",
+    "budget_usd",
+    "llm_mode",
 )
 
 
@@ -104,6 +107,16 @@ class DmdeskConfig(BaseSettings):
     llm_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     # How long the LLM may refuse every request (429) before a run fails (dmdesk.llm.pacing).
     llm_rate_limit_patience_s: float = Field(default=600.0, gt=0, le=86_400)
+    # The most a generation run may spend on the LLM, in USD, over all its sessions
+    # (dmdesk.services.generation); None: no limit. Needs a known price (dmdesk.llm.pricing).
+    budget_usd: float | None = Field(default=None, gt=0)
+    # "online": chat completions as the run goes; "batch": OpenAI's Batch API (about half the
+    # price, results within 24 h; dmdesk.services.batch).
+    llm_mode: Literal["online", "batch"] = "online"
+    # Batch mode: how often open batches are polled; the most requests one batch holds (the
+    # API allows 50,000 and 200 MB a file).
+    batch_poll_interval_s: float = Field(default=30.0, gt=0, le=3600)
+    batch_max_requests: int = Field(default=50_000, ge=1, le=50_000)
     # DeepLake Cloud training: how often a job is polled; how long DeepLake may stay unreachable
     # (or in a state dmdesk does not know) before the run fails; how long a job may train at all.
     cloud_poll_interval_s: float = Field(default=15.0, gt=0, le=3600)

@@ -121,6 +121,8 @@ class DeepMemorySettingsResponse(BaseModel):
     stale_after_s: float
     llm_max_retries: int = 4
     llm_timeout_s: float = 60.0
+    budget_usd: float | None = None
+    llm_mode: Literal["online", "batch"] = "online"
     llm_key_configured: bool
     activeloop_token_configured: bool
     is_cloud: bool

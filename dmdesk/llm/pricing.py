@@ -15,6 +15,8 @@ from dmdesk.domain.errors import InvalidSettings
 
 PRICE_ENV = "DMDESK_LLM_PRICE_PER_MTOK"
 
+BATCH_DISCOUNT = 0.5  # the Batch API's price, of the online one (an override is the online price)
+
 PER_MTOK: dict[str, tuple[float, float]] = {
     "gpt-4o-mini": (0.15, 0.60),
     "gpt-4o": (2.50, 10.00),
@@ -48,13 +50,26 @@ def price_per_mtok(model: str | None) -> tuple[float, float] | None:
     return PER_MTOK[max(keys, key=len)] if keys else None
 
 
-def cost_usd(model: str | None, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """The cost of those tokens at `model`'s price, or None when the price is unknown — or the
-    override malformed: the tokens are then shown without a cost (`price_per_mtok` says why)."""
+def cost_usd(
+    model: str | None, prompt_tokens: int, completion_tokens: int, *, batch: bool = False
+) -> float | None:
+    """The cost of those tokens at `model`'s price (the Batch API's: `BATCH_DISCOUNT` of it),
+    or None when the price is unknown — or the override malformed: the tokens are then shown
+    without a cost (`price_per_mtok` says why)."""
     try:
         price = price_per_mtok(model)
     except InvalidSettings:
         return None
     if price is None:
         return None
-    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
+    cost = (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
+    return cost * BATCH_DISCOUNT if batch else cost
+
+
+def budget_unpriced(model: str | None, budget: float) -> str:
+    """Why a budget cannot be kept: the model has no known price."""
+    return (
+        f"A budget of ${budget:g} is set, but dmdesk knows no price for the LLM model "
+        f'{model!r}, so it cannot keep to it. Set its price with {PRICE_ENV}="input,output" '
+        "(USD per million tokens), or remove the budget (Settings, or DMDESK_BUDGET_USD)."
+    )

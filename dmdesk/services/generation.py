@@ -7,9 +7,11 @@
 4. Each chunk's pairs are inserted together with the counter update in one transaction; results
    that finish together share a transaction (fewer fsyncs), but a chunk is never split, so a
    crash leaves whole chunks or nothing.
-5. The first error that retries did not fix stops the job: in-flight calls are cancelled, the
-   finished ones are still written, and the run becomes `generating_failed` with a message that
-   says where it stopped. Cancel does the same with "stopped by the administrator".
+5. The first error that retries did not fix stops the job: no new call starts, the calls in
+   flight have `FAILURE_GRACE_S` to come back (then they are cancelled), every answer is
+   written, and the run becomes `generating_failed` with a message that says where it stopped.
+   Stop cancels the calls at once, writes what came back, and says "stopped by the
+   administrator". A budget (`budget_usd`) stops new calls before they would pass it.
 
 Every write is conditional on the run still being ours and `generating`; if it is not (another
 process recovered or took it over) the job stops and leaves the run alone.
@@ -18,8 +20,10 @@ process recovered or took it over) the job stops and leaves the run alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +31,12 @@ from sqlalchemy import func, insert, select
 
 from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
-from dmdesk.domain.errors import Cancelled, DmdeskError
+from dmdesk.domain.errors import Cancelled, DmdeskError, InvalidSettings
 from dmdesk.domain.models import ProgressUpdate, RunView, describe_usage
 from dmdesk.domain.status import RunStatus
 from dmdesk.llm.base import QuestionGenerator, prepare_model
 from dmdesk.llm.pacing import Pacer
-from dmdesk.llm.pricing import cost_usd
+from dmdesk.llm.pricing import budget_unpriced, cost_usd
 from dmdesk.services.job import LostRun, RunJob
 from dmdesk.vectorstore.service import Chunk
 
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 
 WRITE_BATCH_MAX = 64  # finished chunks written in one transaction at most
 READ_BATCH = 256  # chunk texts read from the store at once
+FAILURE_GRACE_S = 2.0  # after a failed call, how long the calls in flight may still come back
 
 
 def run_on_own_loop(coro: Any) -> None:
@@ -91,6 +96,19 @@ class _Result:
     questions: list[str]
 
 
+class _Stopped(Exception):
+    """Raised in the pipeline's task group when the run must stop now: the admin stopped it,
+    it is no longer ours, or its writes fail. `reason` is what the run ends with."""
+
+    def __init__(self, reason: BaseException) -> None:
+        super().__init__(repr(reason))
+        self.reason = reason
+
+
+def usd(amount: float) -> str:
+    return f"${amount:.4f}" if amount < 1 else f"${amount:,.2f}"
+
+
 class GenerationJob(RunJob):
     active = RunStatus.GENERATING
 
@@ -103,10 +121,17 @@ class GenerationJob(RunJob):
         # Resume hint: every row below `resume_row` is known processed. Kept from the snapshot,
         # advanced only over rows skipped as done or committed here (see _resume_row).
         self._start_row = 0
-        self._frontier = [0]  # advanced by the producer only over rows it has taken
+        self._frontier = 0  # the lowest row the producer has neither handed out nor skipped
         self._inflight: set[int] = set()
         self._generator: Any = None
         self._tokens_written = (0, 0)  # the generator's (prompt, completion) counts on the run
+        self._model: str | None = None
+        self._batch_priced = False  # the run's tokens are priced at the Batch API's price
+        self._earlier_cost = 0.0  # what the run's earlier sessions spent
+        self._calls_in_flight = 0
+        self._calls_done = 0
+        self._budget_reached: DmdeskError | None = None
+        self._stop: asyncio.Future[BaseException] | None = None
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -123,19 +148,25 @@ class GenerationJob(RunJob):
             log.warning("run %s: no longer ours; stopping without touching it", self.run_id)
             return self.runs.get_run(self.run_id)
         except BaseException as exc:
-            if self._failure is None:
-                self._failure = exc
-        if heartbeat.lost.is_set():
+            self._set_failure(exc)
+        if heartbeat.lost.is_set() or isinstance(self._failure, LostRun):
             return self.runs.get_run(self.run_id)
         if self._failure is not None:
             return self._fail(self._failure)
         return self._finish()
 
+    def _set_failure(self, exc: BaseException) -> None:
+        """The first failure is the run's; losing the run overrides any (nothing is written)."""
+        if self._failure is None or isinstance(exc, LostRun):
+            self._failure = exc
+
     # -- the async part ------------------------------------------------------------------------
 
     async def _main(self) -> None:
         snapshot = self._load_snapshot()
-        self._start_row = self._frontier[0] = int(snapshot.get("resume_row") or 0)
+        self._start_row = self._frontier = int(snapshot.get("resume_row") or 0)
+        self._model = snapshot.get("llm_model")
+        self._batch_priced = snapshot.get("llm_mode") == "batch"
         n_questions = int(snapshot.get("questions_per_chunk") or 1)
         concurrency = max(1, int(snapshot.get("generation_concurrency") or 1))
         rows = int(snapshot["selection"]["rows"])
@@ -148,13 +179,14 @@ class GenerationJob(RunJob):
                     f"{rows}; it cannot resume on a different set. Remove the run and start again."
                 )
             chunks = int(snapshot["selection"].get("chunks") or rows)
-            done_ids = self._reset_counters(chunks)
+            done_ids = await asyncio.to_thread(self._reset_counters, chunks)
             self._report()
             if self.processed >= self.total:
                 return
             generator = self.ctx.generator_factory(snapshot, self.ctx.config)
             self._pacer = getattr(generator, "pacer", None)
             self._generator = generator
+            self._check_budget_priced(generator)
             try:
                 await self._prepare(generator)
                 await self._pipeline(
@@ -182,85 +214,138 @@ class GenerationJob(RunJob):
         concurrency: int,
         repeated_ids: bool = False,
     ) -> None:
+        """Chunks flow from the store (read in a thread) through `concurrency` callers to one
+        writer (database writes in a thread).
+
+        The producer and the callers share a TaskGroup: the first error, the admin's Stop or
+        the run lost cancels them all at once. The writer stands outside it, so every answer
+        that came back is written, even after a failure. The budget stops the callers from
+        taking new chunks; the calls in flight finish and are written."""
         work: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=concurrency * 2)
         results: asyncio.Queue[_Result | None] = asyncio.Queue()
-        stop = asyncio.Event()
-
-        async def produce() -> None:
-            mark = [self._start_row]  # the iterator's own frontier, moved in its thread
-            it = store.iter_chunks(
-                rows,
-                skip_ids=done_ids,
-                batch_size=READ_BATCH,
-                start_row=self._start_row,
-                frontier=mark,
-                once_per_id=repeated_ids,
-            )
-            while True:
-                batch = await asyncio.to_thread(next, it, None)
-                # The iterator is suspended here, so `mark` matches what was handed out. A next()
-                # still running when the job is cancelled must not move the job's frontier past
-                # rows it never handed out, so the frontier is copied only at this point.
-                if batch is None:
-                    self._frontier[0] = mark[0]
-                    break
-                self._inflight.update(c.row for c in batch)
-                self._frontier[0] = mark[0]
-                for chunk in batch:
-                    await work.put(chunk)
-            for _ in range(concurrency):
-                await work.put(None)
-
-        async def call_llm() -> None:
-            while (chunk := await work.get()) is not None:
-                questions = await generator.generate(chunk.text, n_questions)
-                results.put_nowait(_Result(chunk, questions))
-
-        async def guard(coro: Any) -> None:
+        feed = store.iter_chunks(
+            rows,
+            skip_ids=done_ids,
+            batch_size=READ_BATCH,
+            start_row=self._start_row,
+            once_per_id=repeated_ids,
+        )
+        writer = asyncio.create_task(self._write_loop(results))
+        with self._stop_signal():
             try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                if self._failure is None:
-                    self._failure = exc
-                stop.set()
-
-        async def watch() -> None:
-            while not stop.is_set():
-                if self.cancel.is_set():
-                    if self.handover.is_set():
-                        self._failure = LostRun()  # another process goes on: write nothing
-                    elif self._failure is None:
-                        self._failure = Cancelled()
-                    stop.set()
-                if self._heartbeat.lost.is_set():
-                    self._failure = LostRun()
-                    stop.set()
-                await asyncio.sleep(0.05)
-
-        writer = asyncio.create_task(self._write_loop(results, stop))
-        producer = asyncio.create_task(guard(produce()))
-        callers = [asyncio.create_task(guard(call_llm())) for _ in range(concurrency)]
-        watcher = asyncio.create_task(watch())
-        all_calls: asyncio.Future[Any] = asyncio.gather(*callers)
-        stopper: asyncio.Future[Any] = asyncio.create_task(stop.wait())
-        await asyncio.wait({all_calls, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            producer.cancel()
-            for c in callers:
-                c.cancel()
-        await asyncio.gather(producer, all_calls, return_exceptions=True)
-        results.put_nowait(None)
-        await writer  # writes every finished chunk, even after a failure
-        stop.set()
-        await asyncio.gather(watcher, stopper, return_exceptions=True)
+                async with asyncio.TaskGroup() as group:
+                    stopper = group.create_task(self._until_stopped())
+                    producer = group.create_task(self._produce(feed, rows, work, concurrency))
+                    callers = [
+                        group.create_task(self._call(generator, work, results, n_questions))
+                        for _ in range(concurrency)
+                    ]
+                    await self._await_callers(callers)
+                    producer.cancel()  # a failure or the budget may have stopped the callers
+                    stopper.cancel()
+            except BaseExceptionGroup as errors:
+                first = errors.exceptions[0]
+                self._set_failure(first.reason if isinstance(first, _Stopped) else first)
+            finally:
+                results.put_nowait(None)
+                await writer  # every finished chunk is written, even after a failure
+        if self._budget_reached is not None:
+            self._set_failure(self._budget_reached)
         if isinstance(self._failure, LostRun):
             raise self._failure
 
-    async def _write_loop(
-        self, results: asyncio.Queue[_Result | None], stop: asyncio.Event
+    async def _produce(
+        self, feed: Any, rows: int, work: asyncio.Queue[Chunk | None], callers: int
     ) -> None:
+        # The read runs in a thread that a cancel cannot interrupt: the frontier moves only
+        # when a batch is received here, never past rows that were not handed out.
+        while (item := await asyncio.to_thread(next, feed, None)) is not None:
+            batch, next_row = item
+            self._inflight.update(c.row for c in batch)
+            self._frontier = next_row
+            for chunk in batch:
+                await work.put(chunk)
+        self._frontier = rows  # every row was handed out or skipped as done
+        for _ in range(callers):
+            await work.put(None)
+
+    async def _call(
+        self,
+        generator: QuestionGenerator,
+        work: asyncio.Queue[Chunk | None],
+        results: asyncio.Queue[_Result | None],
+        n_questions: int,
+    ) -> None:
+        """One caller: chunks from `work` to answers in `results`, until the work ends, a call
+        fails (then no caller takes another chunk) or the budget is reached."""
+        while (chunk := await work.get()) is not None:
+            if self._failure is not None or self._over_budget(chunk.text, n_questions):
+                return
+            self._calls_in_flight += 1
+            try:
+                questions = await generator.generate(chunk.text, n_questions)
+            except Exception as exc:  # what retries did not fix (LLMError) or a bug
+                self._set_failure(exc)
+                return
+            finally:
+                self._calls_in_flight -= 1
+            self._calls_done += 1
+            results.put_nowait(_Result(chunk, questions))
+
+    async def _await_callers(self, callers: list[asyncio.Task[None]]) -> None:
+        """Until every caller has ended. After a failure the calls still in flight have
+        `FAILURE_GRACE_S` to come back (they are paid for: their answers are written), then
+        they are cancelled (a hanging server must not hold the run)."""
+        loop = asyncio.get_running_loop()
+        pending: set[asyncio.Task[None]] = set(callers)
+        deadline: float | None = None
+        while pending:
+            if self._failure is not None and deadline is None:
+                deadline = loop.time() + FAILURE_GRACE_S
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            done, pending = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                for caller in pending:
+                    caller.cancel()
+                return
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _stop_signal(self) -> Iterator[None]:
+        """While the pipeline runs, a thread turns the admin's Stop (a threading.Event set by
+        the window or a signal handler) or the heartbeat's lost ownership into `_stop`, at
+        once: nothing on the event loop polls for them."""
+        loop = asyncio.get_running_loop()
+        self._stop = loop.create_future()
+        done = threading.Event()
+
+        def wait() -> None:
+            while not done.is_set():
+                if self.cancel.wait(0.25) or self._heartbeat.lost.is_set():
+                    lost = self.handover.is_set() or self._heartbeat.lost.is_set()
+                    reason: BaseException = LostRun() if lost else Cancelled()
+                    with contextlib.suppress(RuntimeError):  # the loop has closed: too late
+                        loop.call_soon_threadsafe(self._stop_with, reason)
+                    return
+
+        threading.Thread(target=wait, name=f"stop-watch-{self.run_id}", daemon=True).start()
+        try:
+            yield
+        finally:
+            done.set()
+
+    def _stop_with(self, reason: BaseException) -> None:
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(reason)
+
+    async def _until_stopped(self) -> None:
+        assert self._stop is not None
+        raise _Stopped(await self._stop)
+
+    async def _write_loop(self, results: asyncio.Queue[_Result | None]) -> None:
         ended = False
         while not ended:
             first = await results.get()
@@ -278,17 +363,52 @@ class GenerationJob(RunJob):
             if not batch:
                 continue
             try:
-                self._write(batch)
-            except LostRun as exc:
-                self._failure = exc
-                stop.set()
-                return
-            except Exception as exc:
-                if self._failure is None:
-                    self._failure = exc
-                stop.set()
+                await asyncio.to_thread(self._write, batch)
+            except Exception as exc:  # LostRun, or the database failing: stop everything
+                self._set_failure(exc)
+                self._stop_with(exc)
                 return
             self._report()
+
+    # -- the budget ----------------------------------------------------------------------------
+
+    def _check_budget_priced(self, generator: Any) -> None:
+        budget = self.ctx.config.budget_usd
+        if budget is None or not hasattr(generator, "prompt_tokens"):
+            return  # no budget, or a generator that costs nothing (the local model)
+        if cost_usd(self._model, 0, 0) is None:
+            raise InvalidSettings(budget_unpriced(self._model, budget))
+
+    def _spent(self) -> float:
+        """What the run has spent on the LLM: its earlier sessions and this one."""
+        prompt, completion = self._generator_tokens()
+        now = cost_usd(self._model, prompt, completion, batch=self._batch_priced) or 0.0
+        return self._earlier_cost + now
+
+    def _over_budget(self, text: str, n_questions: int) -> bool:
+        """Whether the next call (and those in flight) would pass the budget. Each call is
+        priced at the average of this session's calls, or estimated from the passage before
+        there is one."""
+        if self._budget_reached is not None:
+            return True
+        budget = self.ctx.config.budget_usd
+        if budget is None or not hasattr(self._generator, "prompt_tokens"):
+            return False
+        spent = self._spent()
+        if self._calls_done:
+            per_call = (spent - self._earlier_cost) / self._calls_done
+        else:
+            from dmdesk.services.estimate import call_tokens
+
+            prompt, completion = call_tokens(text, n_questions)
+            per_call = cost_usd(self._model, prompt, completion, batch=self._batch_priced) or 0.0
+        if spent + (self._calls_in_flight + 1) * per_call <= budget:
+            return False
+        self._budget_reached = DmdeskError(
+            f"budget reached ({usd(spent)} of {usd(budget)}). Raise the budget (Settings, or "
+            "DMDESK_BUDGET_USD), then Proceed."
+        )
+        return True
 
     # -- database ------------------------------------------------------------------------------
 
@@ -319,6 +439,11 @@ class GenerationJob(RunJob):
                 .where(TrainingPair.training_run_id == self.run_id)
             )
             self.total, self.processed, self.pairs = chunks, len(done_ids), int(pairs or 0)
+            run = s.get(TrainingRun, self.run_id)
+            if run is not None:
+                earlier = run.prompt_tokens or 0, run.completion_tokens or 0
+                cost = cost_usd(self._model, *earlier, batch=self._batch_priced)
+                self._earlier_cost = cost or 0.0
             self.guarded(
                 s, total_chunks=self.total, processed_chunks=self.processed, pair_count=self.pairs
             )
@@ -364,10 +489,20 @@ class GenerationJob(RunJob):
         return now[0] - self._tokens_written[0], now[1] - self._tokens_written[1], now
 
     def _usage_so_far(self) -> str | None:
-        """This session's tokens and cost, live (the run's earlier sessions are in its row)."""
+        """This session's tokens and cost, live (the run's earlier sessions are in its row),
+        and the run's whole cost as this session's calls so far predict it (the estimate,
+        refined while the run goes on) — against the budget when there is one."""
         prompt, completion = self._generator_tokens()
-        cost = cost_usd(getattr(self._generator, "model", None), prompt, completion)
-        return describe_usage(prompt, completion, cost)
+        cost = cost_usd(self._model, prompt, completion, batch=self._batch_priced)
+        text = describe_usage(prompt, completion, cost)
+        if text and cost is not None and self._calls_done:
+            left = max(0, self.total - self.processed - self._calls_in_flight)
+            whole = self._spent() + cost / self._calls_done * left
+            text += f" · about {usd(whole)} for the whole run"
+            budget = self.ctx.config.budget_usd
+            if budget is not None:
+                text += f" (budget {usd(budget)})"
+        return text
 
     def _flush_tokens(self) -> None:
         prompt, completion, done = self._token_delta()
@@ -389,9 +524,11 @@ class GenerationJob(RunJob):
         """The lowest row not known to be done: rows below the producer's frontier were either
         skipped (they had pairs) or handed out; of those handed out, the ones still in flight
         are not done. Never below where this session started."""
-        return max(self._start_row, min(self._inflight | {self._frontier[0]}))
+        return max(self._start_row, min(self._inflight | {self._frontier}))
 
-    def _report(self, message: str = "") -> None:
+    def _report(self, message: str = "", extra: int = 0) -> None:
+        """Progress: the chunks written (and `extra` answered but not written yet: a batch's
+        requests), with the pace and the usage unless `message` says something else."""
         pacer = self._pacer
         if not message and pacer is not None and pacer.requests:
             pace = pacer.report()
@@ -405,7 +542,7 @@ class GenerationJob(RunJob):
             ProgressUpdate(
                 run_id=self.run_id,
                 phase="generation",
-                processed=self.processed,
+                processed=min(self.total, self.processed + extra),
                 total=self.total,
                 pair_count=self.pairs,
                 message=message,

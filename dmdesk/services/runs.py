@@ -43,7 +43,7 @@ from dmdesk.domain.status import (
     check_transition,
 )
 from dmdesk.services.context import ServiceContext
-from dmdesk.services.settings import availability
+from dmdesk.services.settings import availability, uses_local_generator
 from dmdesk.services.transitions import insert_run, lock_runs, write_run
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,21 @@ def _cost(run: TrainingRun) -> float | None:
         return None
     from dmdesk.llm.pricing import cost_usd
 
-    model = (run.settings or {}).get("llm_model")
-    return cost_usd(model, run.prompt_tokens or 0, run.completion_tokens or 0)
+    settings = run.settings or {}
+    batch = settings.get("llm_mode") == "batch"
+    return cost_usd(
+        settings.get("llm_model"), run.prompt_tokens or 0, run.completion_tokens or 0, batch=batch
+    )
+
+
+def _check_budget(cfg: Any) -> None:
+    """A budget needs a price to be kept: refused before a run starts, not halfway."""
+    if cfg.budget_usd is None or uses_local_generator(cfg):
+        return
+    from dmdesk.llm.pricing import budget_unpriced, cost_usd
+
+    if cost_usd(cfg.llm_model, 0, 0) is None:
+        raise InvalidSettings(budget_unpriced(cfg.llm_model, cfg.budget_usd))
 
 
 def count_chunks(store: Any, rows: int) -> int:
@@ -256,6 +269,7 @@ class TrainingRunService:
         if blocker is not None:
             raise GenerationBlocked(blocker.id, blocker.status.value, blocker.approved_count)
         cfg = self.ctx.config
+        _check_budget(cfg)
         store = self.ctx.vector_store_factory(cfg.vector_store_path)
         try:
             rows = store.row_count()
@@ -280,6 +294,7 @@ class TrainingRunService:
             "llm_model": cfg.llm_model,
             "llm_base_url": cfg.llm_base_url,
             "generation_concurrency": cfg.generation_concurrency,
+            "llm_mode": cfg.llm_mode,
             "deep_memory_backend": cfg.deep_memory_backend,
             "embedding": cfg.embedding,
         }
@@ -372,10 +387,12 @@ class TrainingRunService:
         snapshot.pop("attach_job_id", None)  # Proceed re-submits; it does not re-attach
         if new is RunStatus.GENERATING:
             cfg = self.ctx.config
+            _check_budget(cfg)
             snapshot.update(
                 llm_model=cfg.llm_model,
                 llm_base_url=cfg.llm_base_url,
                 generation_concurrency=cfg.generation_concurrency,
+                llm_mode=cfg.llm_mode,
             )
         return self._claim(s, run_id, old, new, settings=snapshot)
 

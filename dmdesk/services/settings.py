@@ -70,6 +70,8 @@ def get_settings(config: DmdeskConfig) -> DeepMemorySettingsResponse:
         stale_after_s=config.stale_after_s,
         llm_max_retries=config.llm_max_retries,
         llm_timeout_s=config.llm_timeout_s,
+        budget_usd=config.budget_usd,
+        llm_mode=config.llm_mode,
         llm_key_configured=secrets.get_secret(secrets.OPENAI_API_KEY) is not None,
         activeloop_token_configured=secrets.get_secret(secrets.ACTIVELOOP_TOKEN) is not None,
         is_cloud=is_cloud,

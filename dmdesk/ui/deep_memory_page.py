@@ -5,6 +5,7 @@ clicks. Long work runs in a JobWorker thread; DB reads here are single small que
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from dmdesk.domain.status import ACTIVE, FAILED, RunStatus
 from dmdesk.services import settings as settings_service
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
+from dmdesk.ui import aio
 from dmdesk.ui.history_model import COL_PAIRS, COL_PROGRESS, RunHistoryModel
 from dmdesk.ui.history_view import HistoryView
 from dmdesk.ui.live import RunWatcher
@@ -193,6 +195,7 @@ class DeepMemoryPage(QWidget):
             runs = []
         self.history_model.set_runs(runs)
         self._show_blocking(runs)
+        self._update_estimate()
         watcher = getattr(self, "watcher", None)  # (the first refresh comes before it exists)
         if watcher is not None:
             watcher.invalidate()  # a read it has under way is older than this one
@@ -424,6 +427,30 @@ class DeepMemoryPage(QWidget):
     def _on_review_finished(self, _code: int) -> None:
         self.review_dialog = None
         QTimer.singleShot(0, self.refresh)
+
+    def _update_estimate(self) -> None:
+        """Estimate a new run (reads the store and the keyring: off the GUI thread)."""
+        task = getattr(self, "_estimate_task", None)
+        if task is not None and not task.done():
+            task.cancel()  # the settings it was for may have changed
+        self._estimate_task = aio.spawn(self._estimate(), name="workflow estimate")
+
+    async def _estimate(self) -> None:
+        from dmdesk.services.estimate import estimate_with
+
+        try:
+            est = await asyncio.to_thread(estimate_with, self.ctx)
+        except Exception as exc:  # an unreadable store says so elsewhere (Generate, the gate)
+            log.info("no estimate: %s", exc)
+            self.workflow.show_estimate("")
+            return
+        self.workflow.show_estimate(est.text)
+
+    def stop_tasks(self) -> None:
+        """Cancel the page's own coroutines (the window is closing)."""
+        task = getattr(self, "_estimate_task", None)
+        if task is not None:
+            task.cancel()
 
     @Slot(object)
     def _on_settings_saved(self, config: DmdeskConfig) -> None:

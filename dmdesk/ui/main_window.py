@@ -76,6 +76,7 @@ class MainWindow(QMainWindow):
         self._settings.setValue("window/geometry", self.saveGeometry())
         self.page.watcher.stop()
         self.page.settings_card.stop()
+        self.page.stop_tasks()
         self.page.search_card.wait_idle()
         event.accept()
 

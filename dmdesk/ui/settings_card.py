@@ -16,6 +16,7 @@ from typing import Any
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -65,6 +66,21 @@ class SettingsCard(QGroupBox):
         self.limit_spin.setObjectName("chunkLimitSpin")
         self.limit_spin.setRange(0, 10_000_000)
         self.limit_spin.setSpecialValueText("all chunks")
+        self.mode_combo = QComboBox()
+        self.mode_combo.setObjectName("llmModeCombo")
+        self.mode_combo.addItem("Online — chat calls as the run goes", "online")
+        self.mode_combo.addItem("Batch API — about half the price, results within hours", "batch")
+        self.budget_spin = QDoubleSpinBox()
+        self.budget_spin.setObjectName("budgetSpin")
+        self.budget_spin.setRange(0, 1_000_000)
+        self.budget_spin.setDecimals(2)
+        self.budget_spin.setPrefix("$")
+        self.budget_spin.setSpecialValueText("no budget")
+        self.budget_spin.setToolTip(
+            "The most a generation run may spend on the LLM; it stops (resumable) before the "
+            "next calls would pass it"
+        )
+        self.budget_spin.setMaximumWidth(160)
         self.openai_key_edit = QLineEdit()
         self.openai_key_edit.setObjectName("openaiKeyEdit")
         self.openai_key_edit.setEchoMode(QLineEdit.EchoMode.Password)
@@ -81,6 +97,8 @@ class SettingsCard(QGroupBox):
             ("questions_per_chunk", "Questions per chunk", self.questions_spin),
             ("generation_concurrency", "Concurrent LLM calls", self.concurrency_spin),
             ("chunk_limit", "Chunk limit", self.limit_spin),
+            ("llm_mode", "LLM mode", self.mode_combo),
+            ("budget_usd", "Budget per run", self.budget_spin),
         ):
             form.addRow(label, self._with_error_line(key, widget))
         self.test_button = QPushButton("Test connection")
@@ -138,6 +156,8 @@ class SettingsCard(QGroupBox):
         self.questions_spin.setValue(config.questions_per_chunk)
         self.concurrency_spin.setValue(config.generation_concurrency)
         self.limit_spin.setValue(config.chunk_limit or 0)
+        self.mode_combo.setCurrentIndex(self.mode_combo.findData(config.llm_mode))
+        self.budget_spin.setValue(config.budget_usd or 0)
         for edit in (self.openai_key_edit, self.activeloop_edit):
             edit.clear()
         self._run("load", self._load_secrets(config))
@@ -179,6 +199,8 @@ class SettingsCard(QGroupBox):
             "questions_per_chunk": self.questions_spin.value(),
             "generation_concurrency": self.concurrency_spin.value(),
             "chunk_limit": self.limit_spin.value() or None,
+            "llm_mode": self.mode_combo.currentData(),
+            "budget_usd": self.budget_spin.value() or None,
         }
 
     def _with_error_line(self, key: str, widget: QWidget) -> QWidget:

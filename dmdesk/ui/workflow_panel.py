@@ -82,7 +82,12 @@ class WorkflowPanel(QGroupBox):
         self.generate_button.setObjectName("generateButton")
         self.generate_button.clicked.connect(self._on_generate_clicked)
         row.addWidget(self.generate_button)
-        row.addStretch(1)
+        # What a new run would use and cost (dmdesk.services.estimate), beside the button.
+        self.estimate_label = QLabel()
+        self.estimate_label.setObjectName("generateEstimateLabel")
+        self.estimate_label.setWordWrap(True)
+        self.estimate_label.setStyleSheet("color: #475569;")
+        row.addWidget(self.estimate_label, 1)
         layout.addLayout(row)
         self.blocked_label = QLabel()
         self.blocked_label.setObjectName("generateBlockedLabel")
@@ -136,6 +141,9 @@ class WorkflowPanel(QGroupBox):
         job runs in this window."""
         self._run = blocking
         self.generate_button.setEnabled(blocking is None and not job_running)
+        self.estimate_label.setVisible(
+            bool(self.estimate_label.text()) and self.generate_button.isEnabled()
+        )
         if blocking is not None:
             self.blocked_label.setText(blocked_text(blocking))
             self.blocked_label.show()
@@ -154,6 +162,11 @@ class WorkflowPanel(QGroupBox):
             )
         else:
             self.review_label.setText("Review and training follow a finished generation.")
+
+    def show_estimate(self, text: str) -> None:
+        """The estimate of a new run ("" hides it); shown while Generate can start one."""
+        self.estimate_label.setText(text)
+        self.estimate_label.setVisible(bool(text) and self.generate_button.isEnabled())
 
     def job_started(self, phase: str, run_id: int | None = None) -> None:
         self.progress_box.show()

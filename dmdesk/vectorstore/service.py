@@ -135,23 +135,21 @@ class VectorStoreService:
         batch_size: int = 256,
         id_block: int = 8192,
         start_row: int = 0,
-        frontier: list[int] | None = None,
         once_per_id: bool = False,
-    ) -> Iterator[list[Chunk]]:
-        """Yield batches of the chunks of rows [start_row, stop) whose id is not in `skip_ids`.
-        With `once_per_id` (a store whose `id` tensor repeats ids), a row whose id an earlier
-        row already yielded is skipped too: a chunk is its id.
+    ) -> Iterator[tuple[list[Chunk], int]]:
+        """Yield `(batch, next_row)` for the chunks of rows [start_row, stop) whose id is not in
+        `skip_ids`: `next_row` is the lowest row neither yielded yet nor skipped as done (every
+        row below it has been handed out or needs nothing; `stop` once all are). With
+        `once_per_id` (a store whose `id` tensor repeats ids), a row whose id an earlier row
+        already yielded is skipped too: a chunk is its id.
 
         Ids are read a block at a time (deeplake 3.9 decodes text at ~11 µs a sample, so 100k
         ids cost ~1.1 s): the first chunks to do are yielded as soon as their block is read, and
-        only ids and texts of one block are held at once. `frontier[0]`, when given, is kept at
-        the lowest row that has been neither yielded nor skipped as done.
+        only ids and texts of one block are held at once.
         """
         ds = self.open()
         has_ids = ID_TENSOR in ds.tensors
         pending: list[tuple[int, str]] = []
-        mark = frontier if frontier is not None else [start_row]
-        mark[0] = start_row
         yielded: set[str] = set()
         for start in range(start_row, stop, id_block):
             end = min(stop, start + id_block)
@@ -169,12 +167,11 @@ class VectorStoreService:
                 pending.extend(fresh)
             else:
                 pending.extend((start + i, cid) for i, cid in enumerate(ids) if cid not in skip_ids)
-            mark[0] = pending[0][0] if pending else end
             while len(pending) >= batch_size or (pending and end == stop):
                 batch, pending = pending[:batch_size], pending[batch_size:]
                 texts = self.read_texts([r for r, _ in batch])
-                mark[0] = pending[0][0] if pending else end
-                yield [Chunk(r, cid, t) for (r, cid), t in zip(batch, texts, strict=True)]
+                chunks = [Chunk(r, cid, t) for (r, cid), t in zip(batch, texts, strict=True)]
+                yield chunks, pending[0][0] if pending else end
 
     def read_embeddings(self, stop: int | None = None, batch_size: int = 20_000) -> Any:
         """The `embedding` tensor of rows [0, stop) as a float32 matrix, or None when the store

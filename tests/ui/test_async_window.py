@@ -178,3 +178,23 @@ def test_the_selected_runs_llm_usage_and_cost_show_under_the_history(
     qtbot.waitUntil(label.isVisible, timeout=3_000)
     tokens = f"{dmdesk_llm_server.stats.prompt_tokens:,} tokens in"
     assert tokens in label.text() and "$" in label.text()
+
+
+def test_the_workflow_card_shows_the_estimate_and_the_settings_card_the_budget_and_mode(
+    qtbot, dmdesk_window, dmdesk_llm_server: FakeLLMServer, monkeypatch
+) -> None:
+    """Issue 13: a new run's tokens and cost beside Generate (no LLM call), recomputed when the
+    settings change; the budget and the Batch API choice are Settings fields."""
+    monkeypatch.setenv("DMDESK_LLM_PRICE_PER_MTOK", "0.15,0.60")
+    win = dmdesk_window(chunks=12)
+    label = win.page.workflow.estimate_label
+    qtbot.waitUntil(lambda: label.text().startswith("Estimate: 12 chunks"), timeout=5_000)
+    assert label.isVisible() and "$" in label.text()
+    card = win.page.settings_card
+    card.budget_spin.setValue(2.5)
+    card.mode_combo.setCurrentIndex(card.mode_combo.findData("batch"))
+    with qtbot.waitSignal(card.settings_saved, timeout=5_000):
+        win.click("saveSettingsButton")
+    assert win.ctx.config.budget_usd == 2.5 and win.ctx.config.llm_mode == "batch"
+    qtbot.waitUntil(lambda: "Batch API" in label.text(), timeout=5_000)
+    assert dmdesk_llm_server.stats.requests == 0

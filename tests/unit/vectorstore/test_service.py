@@ -45,7 +45,7 @@ def test_iter_chunks_skips_done_ids_and_bounds_batches(
 ) -> None:
     vs = VectorStoreService(str(store_factory(200)))
     done = set(chunk_ids(200)[:50]) | {"chunk-00100"}
-    batches = list(vs.iter_chunks(200, skip_ids=done, batch_size=64))
+    batches = [b for b, _ in vs.iter_chunks(200, skip_ids=done, batch_size=64)]
     assert max(len(b) for b in batches) == 64
     got = [c for b in batches for c in b]
     assert [c.id for c in got] == [i for i in chunk_ids(200) if i not in done]
@@ -54,7 +54,7 @@ def test_iter_chunks_skips_done_ids_and_bounds_batches(
 
 def test_iter_chunks_stops_at_the_run_selection(store_factory: Callable[[int], Path]) -> None:
     vs = VectorStoreService(str(store_factory(200)))
-    assert sum(len(b) for b in vs.iter_chunks(30)) == 30
+    assert sum(len(b) for b, _ in vs.iter_chunks(30)) == 30
 
 
 def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_opening_a_local_store_makes_no_network_call(
         from dmdesk.vectorstore.service import VectorStoreService
         vs = VectorStoreService({str(store_factory(200))!r})
         n = vs.row_count()
-        texts = [c.text for b in vs.iter_chunks(n) for c in b]
+        texts = [c.text for b, _ in vs.iter_chunks(n) for c in b]
         print(json.dumps({{"n": n, "texts": len(texts), "calls": calls}}))
         """
     )
@@ -119,3 +119,15 @@ def test_opening_a_local_store_makes_no_network_call(
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["n"] == 200 and result["texts"] == 200
     assert result["calls"] == []
+
+
+def test_iter_chunks_says_the_lowest_row_not_handed_out_with_each_batch(
+    store_factory: Callable[[int], Path],
+) -> None:
+    """`next_row` is the resume point: every row below it was yielded or skipped as done."""
+    vs = VectorStoreService(str(store_factory(200)))
+    done = set(chunk_ids(200)[:50]) | set(chunk_ids(200)[150:])
+    got = list(vs.iter_chunks(200, skip_ids=done, batch_size=64, id_block=100))
+    assert [(b[0].row, b[-1].row, nxt) for b, nxt in got] == [(50, 113, 114), (114, 149, 200)]
+    got = list(vs.iter_chunks(200, skip_ids=done, batch_size=30, start_row=60))
+    assert [nxt for _, nxt in got] == [90, 120, 200]
