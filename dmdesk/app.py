@@ -74,8 +74,8 @@ def spawn_job_worker(ctx: ServiceContext, run_id: int) -> None:
 
 def start(config: DmdeskConfig | None = None, *, recover_runs: bool = True) -> ServiceContext:
     """Open everything a dmdesk process needs and recover stale runs (DESIGN.md state machine):
-    interrupted runs become failed; a cloud training run with a job id is re-attached and
-    followed by a detached worker."""
+    interrupted runs become failed; a cloud training run with a job id, or a batch-mode
+    generation with open batches, is re-attached and followed by a detached worker."""
     config = config or load_config()
     setup_logging(config.data_dir)
     ctx = build_context(config)
@@ -85,10 +85,10 @@ def start(config: DmdeskConfig | None = None, *, recover_runs: bool = True) -> S
 
 
 def recover(ctx: ServiceContext) -> list[RunView]:
-    """Stale runs become failed; a re-attached cloud training run gets a detached worker.
-    Returns the runs recovered."""
+    """Stale runs become failed; a re-attached run (cloud training, a batch-mode generation
+    with open LLM batches) gets a detached worker. Returns the runs recovered."""
     recovered = TrainingRunService(ctx).recover_stale()
     for run in recovered:
-        if run.status is RunStatus.TRAINING:
+        if run.status in (RunStatus.TRAINING, RunStatus.GENERATING):
             spawn_job_worker(ctx, run.id)
     return recovered

@@ -96,6 +96,13 @@ class OpenAIGenerator:
         )
         self._json_mode = True
 
+    @property
+    def batches(self) -> Any:
+        """The Batch API on this generator's client and pacer (dmdesk.llm.openai_batch)."""
+        from dmdesk.llm.openai_batch import BatchClient
+
+        return BatchClient(self)
+
     async def generate(self, text: str, n: int) -> list[str]:
         messages = [
             {"role": "system", "content": SYSTEM},

@@ -189,9 +189,14 @@ class GenerationJob(RunJob):
             self._check_budget_priced(generator)
             try:
                 await self._prepare(generator)
-                await self._pipeline(
-                    store, generator, rows, done_ids, n_questions, concurrency, chunks < rows
-                )
+                if snapshot.get("llm_mode") == "batch" and hasattr(generator, "batches"):
+                    from dmdesk.services.batch import BatchRound
+
+                    await BatchRound(self, generator, store, snapshot, done_ids).run()
+                else:
+                    await self._pipeline(
+                        store, generator, rows, done_ids, n_questions, concurrency, chunks < rows
+                    )
             finally:
                 self._flush_tokens()  # the calls whose answers were not written cost too
                 await generator.aclose()

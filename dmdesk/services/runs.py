@@ -191,7 +191,9 @@ class TrainingRunService:
         died). A DeepLake Cloud training run with a job id keeps running remotely: it is
         re-attached — claimed by this process, flagged `attach_job_id` so the training job
         follows that job instead of re-submitting — and returned with status `training`; the
-        caller must run its job (`dmdesk.app.start` hands it to a detached worker). Every other
+        caller must run its job (`dmdesk.app.start` hands it to a detached worker). A batch-mode
+        generation with open LLM batches is re-attached the same way (status `generating`):
+        its job waits for the batches it recorded (dmdesk.services.batch). Every other
         stale run becomes generating_failed / training_failed with an "interrupted" message.
 
         Each update is conditional on the heartbeat it read, so a run whose owner beats in the
@@ -221,17 +223,17 @@ class TrainingRunService:
             settings = dict(settings or {})
             values: dict[str, Any] = {"owner": None, "updated_at": now}
             to: RunStatus | None
+            from dmdesk.services.batch import open_batches
+
             if (
                 status == RunStatus.TRAINING
                 and job_id
                 and settings.get("deep_memory_backend") == "deeplake"
-            ):
+            ) or (status == RunStatus.GENERATING and open_batches(settings)):
                 to = None  # still training remotely: this process takes it over
-                values |= {
-                    "owner": self.ctx.owner,
-                    "heartbeat_at": now,
-                    "settings": settings | {"attach_job_id": job_id},
-                }
+                values |= {"owner": self.ctx.owner, "heartbeat_at": now}
+                if status == RunStatus.TRAINING:
+                    values["settings"] = settings | {"attach_job_id": job_id}
             else:
                 when = beat.strftime("%Y-%m-%d %H:%M:%S UTC") if beat else "an unknown time"
                 phase = "Generation" if status == RunStatus.GENERATING else "Training"
@@ -244,8 +246,10 @@ class TrainingRunService:
                 if write_run(
                     s, run_id, expect=RunStatus(status), to=to, where=(same_beat,), **values
                 ):
-                    if to is None:
+                    if to is None and status == RunStatus.TRAINING:
                         log.warning("run %s: re-attached to DeepLake job %s", run_id, job_id)
+                    elif to is None:
+                        log.warning("run %s: re-attached to its open LLM batches", run_id)
                     recovered.append(self._view(s, run_id))
         return recovered
 

@@ -16,7 +16,12 @@ faults real LLMs show:
   the real `x-ratelimit-limit/remaining/reset-requests|tokens` headers (`rate_headers=False`:
   429s only, as vLLM, Ollama or llama.cpp behind a proxy); replies carry token `usage`
   (prompt: characters / 4; completion: the reply's characters / 4);
-* `embeddings_status` — answer `/v1/embeddings` with this HTTP error.
+* `embeddings_status` — answer `/v1/embeddings` with this HTTP error;
+* the **Batch API**: `POST /v1/files` (multipart, purpose "batch"), `GET /v1/files/{id}/content`,
+  `POST /v1/batches`, `GET /v1/batches[/{id}]`, `POST /v1/batches/{id}/cancel`. A batch is
+  answered `batch_delay_s` after it is created (its request counts grow meanwhile); a
+  `batch_fail_fraction` of its lines fail the first time their `custom_id` is seen (they go to
+  the error file); a cancelled batch keeps the answers it had, in its output file.
 
 Knobs can be changed from another process with `POST /_control` (JSON of knobs); `GET /_stats`
 returns the counters. Every request's passage is recorded (`passages`), so a test can prove which
@@ -61,6 +66,8 @@ class Knobs:
     # Bucket capacity as a fraction of the minute's allowance (OpenAI's: 1.0, a full minute);
     # a small one makes a short test meet the limit.
     rate_burst: float = 1.0
+    batch_delay_s: float = 0.0
+    batch_fail_fraction: float = 0.0
 
 
 @dataclass
@@ -75,6 +82,11 @@ class Stats:
     completion_tokens: int = 0
     ok_passages: list[str] = field(default_factory=list)
     embedding_requests: int = 0
+    files_uploaded: int = 0
+    batches_created: int = 0
+    batches_cancelled: int = 0
+    batch_lines_answered: int = 0
+    batch_custom_ids: list[str] = field(default_factory=list)  # every line answered, in order
 
 
 EMBED_DIM = 64
@@ -126,6 +138,9 @@ class FakeLLMServer:
         self._buckets: dict[str, tuple[float, float]] = {}  # kind → (level, monotonic time)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._files: dict[str, bytes] = {}
+        self._batches: dict[str, dict[str, Any]] = {}
+        self._failed_ids: set[str] = set()  # batch lines failed once (they succeed when retried)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -256,6 +271,139 @@ class FakeLLMServer:
             self.stats.ok_passages.append(passage)
             return True
 
+    # -- the Batch API -------------------------------------------------------------------------
+
+    def add_file(self, data: bytes, purpose: str, filename: str = "input.jsonl") -> dict:
+        with self._lock:
+            fid = f"file-{len(self._files) + 1:06d}"
+            self._files[fid] = data
+            if purpose == "batch":
+                self.stats.files_uploaded += 1
+        return {
+            "id": fid,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+        }
+
+    def file_content(self, fid: str) -> bytes | None:
+        with self._lock:
+            return self._files.get(fid)
+
+    def create_batch(self, body: dict) -> tuple[int, dict]:
+        with self._lock:
+            data = self._files.get(str(body.get("input_file_id")))
+            if data is None:
+                return 400, {"error": {"message": "input_file_id not found"}}
+            lines = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+            bid = f"batch_{len(self._batches) + 1:06d}"
+            self._batches[bid] = {
+                "id": bid,
+                "input_file_id": body["input_file_id"],
+                "endpoint": body.get("endpoint"),
+                "completion_window": body.get("completion_window", "24h"),
+                "metadata": body.get("metadata"),
+                "created_at": int(time.time()),
+                "t0": time.monotonic(),
+                "delay": self.knobs.batch_delay_s,
+                "lines": lines,
+                "status": "in_progress",
+                "output_file_id": None,
+                "error_file_id": None,
+                "answered": 0,
+                "failed": 0,
+            }
+            self.stats.batches_created += 1
+            return 200, self._batch_view(self._batches[bid])
+
+    def batch(self, bid: str, cancel: bool = False) -> dict | None:
+        with self._lock:
+            b = self._batches.get(bid)
+            if b is None:
+                return None
+            if cancel and b["status"] == "in_progress":
+                self._finish(b, self._due(b), "cancelled")
+                self.stats.batches_cancelled += 1
+            return self._batch_view(b)
+
+    def list_batches(self) -> list[dict]:
+        with self._lock:
+            return [self._batch_view(b) for b in reversed(self._batches.values())]
+
+    def _due(self, b: dict) -> int:
+        """How many of the batch's lines are answered by now."""
+        n = len(b["lines"])
+        if b["delay"] <= 0:
+            return n
+        return min(n, int(n * (time.monotonic() - b["t0"]) / b["delay"]))
+
+    def _batch_view(self, b: dict) -> dict:
+        if b["status"] == "in_progress" and self._due(b) >= len(b["lines"]):
+            self._finish(b, len(b["lines"]), "completed")
+        if b["status"] == "in_progress":
+            done = self._due(b)
+            counts = {"total": len(b["lines"]), "completed": done, "failed": 0}
+        else:
+            counts = {
+                "total": len(b["lines"]),
+                "completed": b["answered"],
+                "failed": b["failed"],
+            }
+        view = {k: v for k, v in b.items() if k not in ("t0", "delay", "lines", "answered")}
+        view.pop("failed")
+        return view | {"object": "batch", "request_counts": counts, "errors": None}
+
+    def _finish(self, b: dict, upto: int, status: str) -> None:
+        out, err = [], []
+        for line in b["lines"][:upto]:
+            cid = str(line.get("custom_id"))
+            rnd = random.Random(cid).random()
+            if cid not in self._failed_ids and rnd < self.knobs.batch_fail_fraction:
+                self._failed_ids.add(cid)
+                err.append(
+                    {
+                        "id": f"batch_req_{cid}",
+                        "custom_id": cid,
+                        "response": None,
+                        "error": {"code": "server_error", "message": "injected batch failure"},
+                    }
+                )
+                continue
+            body = line.get("body") or {}
+            prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+            m = _PASSAGE.search(prompt)
+            passage = m.group(1) if m else prompt
+            c = _COUNT.search(prompt)
+            content = json.dumps({"questions": questions_for(passage, int(c.group(1)) if c else 1)})
+            reply = _completion(body.get("model", "test-model"), content)
+            usage = (max(1, len(prompt) // 4), max(1, len(content) // 4))
+            reply["usage"] = {
+                "prompt_tokens": usage[0],
+                "completion_tokens": usage[1],
+                "total_tokens": sum(usage),
+            }
+            self.stats.prompt_tokens += usage[0]
+            self.stats.completion_tokens += usage[1]
+            self.stats.batch_lines_answered += 1
+            self.stats.batch_custom_ids.append(cid)
+            out.append(
+                {
+                    "id": f"batch_req_{cid}",
+                    "custom_id": cid,
+                    "response": {"status_code": 200, "request_id": "req", "body": reply},
+                    "error": None,
+                }
+            )
+        for key, rows in (("output_file_id", out), ("error_file_id", err)):
+            if rows:
+                fid = f"file-{len(self._files) + 1:06d}"
+                self._files[fid] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                b[key] = fid
+        b["answered"], b["failed"], b["status"] = len(out), len(err), status
+
 
 class _Handler(BaseHTTPRequestHandler):
     owner: FakeLLMServer
@@ -293,14 +441,65 @@ class _Handler(BaseHTTPRequestHandler):
                     "rate_limited": s.rate_limited,
                     "prompt_tokens": s.prompt_tokens,
                     "completion_tokens": s.completion_tokens,
+                    "files_uploaded": s.files_uploaded,
+                    "batches_created": s.batches_created,
+                    "batches_cancelled": s.batches_cancelled,
+                    "batch_lines_answered": s.batch_lines_answered,
+                    "batch_custom_ids": s.batch_custom_ids,
                 },
             )
+        elif self._batch_get():
+            return
         elif self.path.rstrip("/").endswith("/models"):
             self._send(200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
         else:
             self._send(404, {"error": {"message": "not found"}})
 
+    def _batch_get(self) -> bool:
+        path = self.path.split("?")[0].rstrip("/")
+        m = re.search(r"/files/([^/]+)/content$", path)
+        if m:
+            data = self.owner.file_content(m.group(1))
+            if data is None:
+                self._send(404, {"error": {"message": "no such file"}})
+            else:
+                self._send(200, data.decode())
+            return True
+        m = re.search(r"/batches/([^/]+)$", path)
+        if m:
+            view = self.owner.batch(m.group(1))
+            self._send(*((200, view) if view else (404, {"error": {"message": "no batch"}})))
+            return True
+        if path.endswith("/batches"):
+            listed = self.owner.list_batches()
+            self._send(200, {"object": "list", "data": listed, "has_more": False})
+            return True
+        return False
+
+    def _upload(self) -> None:
+        from email import policy
+        from email.parser import BytesParser
+
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        head = f"Content-Type: {self.headers.get('Content-Type')}\r\n\r\n".encode()
+        form = BytesParser(policy=policy.default).parsebytes(head + raw)
+        fields: dict[str, Any] = {}
+        name = "input.jsonl"
+        for part in form.iter_parts():
+            key = part.get_param("name", header="content-disposition")
+            fields[str(key)] = part.get_payload(decode=True)
+            name = str(part.get_filename() or name) if key == "file" else name
+        if "file" not in fields:
+            self._send(400, {"error": {"message": "no file"}})
+            return
+        purpose = (fields.get("purpose") or b"").decode()
+        self._send(200, self.owner.add_file(fields["file"], purpose, name))
+
     def do_POST(self) -> None:
+        if self.path.rstrip("/").endswith("/files"):
+            self._upload()
+            return
         try:
             body = self._read_json()
         except (ValueError, OSError):
@@ -340,6 +539,14 @@ class _Handler(BaseHTTPRequestHandler):
                     "usage": {"prompt_tokens": 1, "total_tokens": 1},
                 },
             )
+            return
+        m = re.search(r"/batches/([^/]+)/cancel$", self.path.rstrip("/"))
+        if m:
+            view = self.owner.batch(m.group(1), cancel=True)
+            self._send(*((200, view) if view else (404, {"error": {"message": "no batch"}})))
+            return
+        if self.path.rstrip("/").endswith("/batches"):
+            self._send(*self.owner.create_batch(body))
             return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, {"error": {"message": "not found"}})

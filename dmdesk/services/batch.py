@@ -1,0 +1,295 @@
+"""Generation through OpenAI's Batch API (`llm_mode = "batch"`, issue 13).
+
+A run goes in rounds:
+
+1. **Wait for the open batches** recorded on the run (`settings["batches"]`): poll them every
+   `batch_poll_interval_s`, and as each ends write its output — each chunk's pairs, the tokens
+   and the batch marked `written`, in one transaction, skipping chunks that already have pairs:
+   every chunk's pairs exist exactly once, whatever is killed when.
+2. **Submit the chunks that still have no pairs**, in row order, as JSONL files of at most
+   `batch_max_requests` lines (and 190 MB), each uploaded, *recorded*, created as a batch, and
+   its id recorded — before any waiting. A process killed between `batches.create` and the
+   record of its id finds the batch again by its input file (`batches.list`) instead of
+   creating it twice.
+3. Repeat: the second round holds only the lines that failed (the error file, an expired or
+   failed batch, a reply without questions). After `MAX_ROUNDS` rounds the run fails, saying
+   how many chunks the API kept failing and why; Proceed tries them again.
+
+Stop cancels the open batches (`batches.cancel`) and leaves the run `generating_failed`; Proceed
+collects what the cancelled batches had answered, then submits the rest. A dmdesk process that
+dies while batches are open leaves a stale run that the next start re-attaches to
+(`TrainingRunService.recover_stale`), as it does for DeepLake Cloud training: the batches are
+paid for once. Progress counts the open batches' answered requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert
+
+from dmdesk.db.models import TrainingPair, TrainingRun
+from dmdesk.db.session import session_scope
+from dmdesk.domain.errors import Cancelled, DmdeskError
+from dmdesk.llm.openai_batch import MAX_FILE_BYTES, TERMINAL, Answer, BatchClient
+from dmdesk.llm.pricing import cost_usd
+from dmdesk.services.estimate import call_tokens
+from dmdesk.vectorstore.service import Chunk
+
+if TYPE_CHECKING:
+    from dmdesk.services.generation import GenerationJob
+
+log = logging.getLogger(__name__)
+
+MAX_ROUNDS = 4
+OPEN, WRITTEN = "open", "written"
+
+
+def open_batches(settings: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The batches recorded on a run that have not been written yet."""
+    return [b for b in (settings or {}).get("batches") or [] if b.get("state") == OPEN]
+
+
+class BatchRound:
+    def __init__(
+        self,
+        job: GenerationJob,
+        generator: Any,
+        store: Any,
+        snapshot: dict[str, Any],
+        done_ids: set[str],
+    ) -> None:
+        self.job = job
+        self.api: BatchClient = generator.batches
+        self.generator = generator
+        self.store = store
+        self.settings = dict(snapshot)
+        self.records: list[dict[str, Any]] = [dict(b) for b in snapshot.get("batches") or []]
+        self.done = done_ids
+        self.n = int(snapshot.get("questions_per_chunk") or 1)
+        self.rows = int(snapshot["selection"]["rows"])
+        chunks = int(snapshot["selection"].get("chunks") or self.rows)
+        self.repeated_ids = chunks < self.rows
+        self.cfg = job.ctx.config
+        self.last_error: str | None = None
+        self.answered_open = 0  # answered requests of the open batches (progress)
+
+    # -- the rounds ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        from dmdesk.services.generation import _Stopped
+
+        job = self.job
+        with job._stop_signal():
+            try:
+                async with asyncio.TaskGroup() as group:
+                    stopper = group.create_task(job._until_stopped())
+                    await self._rounds()
+                    stopper.cancel()
+            except BaseExceptionGroup as errors:
+                first = errors.exceptions[0]
+                reason = first.reason if isinstance(first, _Stopped) else first
+                if isinstance(reason, Cancelled):
+                    await self._cancel_open()
+                raise reason from None
+
+    async def _rounds(self) -> None:
+        for round_no in range(1, MAX_ROUNDS + 2):
+            await self._wait_for_open()
+            if self.job._budget_reached is not None:
+                raise self.job._budget_reached
+            if self.job.processed >= self.job.total:
+                return
+            if round_no > MAX_ROUNDS:
+                break
+            await self._submit(round_no)
+        left = self.job.total - self.job.processed
+        raise DmdeskError(
+            f"The Batch API failed {left} chunks {MAX_ROUNDS} times (last: "
+            f"{self.last_error or 'no answer'}). Proceed submits them again."
+        )
+
+    # -- submitting ----------------------------------------------------------------------------
+
+    async def _submit(self, round_no: int) -> None:
+        """Every chunk without pairs, in files of at most `batch_max_requests` lines."""
+        feed = self.store.iter_chunks(
+            self.rows, skip_ids=set(self.done), batch_size=1024, once_per_id=self.repeated_ids
+        )
+        lines: list[bytes] = []
+        size = 0
+        committed = 0.0  # the estimated cost of what this round submits
+        while (item := await asyncio.to_thread(next, feed, None)) is not None:
+            chunks: list[Chunk] = item[0]
+            for chunk in chunks:
+                est = self._line_cost(chunk.text)
+                if self._over_budget(committed + est):
+                    break
+                committed += est
+                line = self.api.request_line(chunk.id, chunk.text, self.n)
+                if lines and (
+                    len(lines) >= self.cfg.batch_max_requests or size + len(line) > MAX_FILE_BYTES
+                ):
+                    await self._create(lines, round_no)
+                    lines, size = [], 0
+                lines.append(line)
+                size += len(line)
+            if self.job._budget_reached is not None:
+                break
+        if lines:
+            await self._create(lines, round_no)
+
+    async def _create(self, lines: list[bytes], round_no: int) -> None:
+        k = len(self.records) + 1
+        self.job._report(f"Batch API: uploading batch {k} ({len(lines):,} requests)")
+        name = f"dmdesk-run{self.job.run_id}-batch{k}.jsonl"
+        file_id = await self.api.upload(b"".join(lines), name)
+        record: dict[str, Any] = {
+            "file": file_id,
+            "id": None,
+            "requests": len(lines),
+            "round": round_no,
+            "state": OPEN,
+        }
+        self.records.append(record)
+        await self._persist()  # the file first: a kill before the id is recorded finds it
+        batch = await self.api.create(file_id, {"dmdesk_run": str(self.job.run_id)})
+        record["id"] = str(batch.id)
+        await self._persist()
+        log.info("run %s: batch %s created (%s requests)", self.job.run_id, batch.id, len(lines))
+
+    # -- waiting and writing -------------------------------------------------------------------
+
+    async def _wait_for_open(self) -> None:
+        while True:
+            pending = [r for r in self.records if r["state"] == OPEN]
+            if not pending:
+                self.answered_open = 0
+                return
+            answered = 0
+            for record in pending:
+                batch = await self._batch_of(record)
+                if batch is None:
+                    continue
+                if batch.status in TERMINAL:
+                    await self._collect(record, batch)
+                else:
+                    counts = batch.request_counts
+                    answered += int(getattr(counts, "completed", 0) or 0) if counts else 0
+            self.answered_open = answered
+            still = [r for r in self.records if r["state"] == OPEN]
+            if still:
+                total = sum(int(r.get("requests") or 0) for r in still)
+                self.job._report(
+                    f"Batch API: {answered:,} of {total:,} requests answered in {len(still)} "
+                    "open batch(es); waiting for the provider",
+                    extra=answered,
+                )
+                await asyncio.sleep(self.cfg.batch_poll_interval_s)
+
+    async def _batch_of(self, record: dict[str, Any]) -> Any | None:
+        """The record's batch; one recorded without its id is found by its input file, or
+        created now (it never was)."""
+        if record.get("id"):
+            return await self.api.retrieve(record["id"])
+        batch = await self.api.find_by_input(record["file"])
+        if batch is None:
+            batch = await self.api.create(record["file"], {"dmdesk_run": str(self.job.run_id)})
+        record["id"] = str(batch.id)
+        await self._persist()
+        return batch
+
+    async def _collect(self, record: dict[str, Any], batch: Any) -> None:
+        answers: list[Answer] = []
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if file_id:
+                answers += self.api.parse(await self.api.content(file_id), self.n)
+        failed = [a for a in answers if a.questions is None]
+        if failed:
+            self.last_error = failed[-1].error
+        elif batch.status == "failed":
+            errors = getattr(getattr(batch, "errors", None), "data", None) or []
+            self.last_error = str(getattr(errors[0], "message", "")) if errors else "failed"
+        record["state"] = WRITTEN
+        record["status"] = str(batch.status)
+        await asyncio.to_thread(self._write, answers)
+
+    def _write(self, answers: list[Answer]) -> None:
+        """One batch's answers, its tokens and its record, in one transaction."""
+        job = self.job
+        now = job.ctx.clock()
+        pairs, chunks = [], set()
+        for a in answers:
+            if a.questions is None or a.custom_id in self.done or a.custom_id in chunks:
+                continue
+            chunks.add(a.custom_id)
+            pairs += [
+                {
+                    "training_run_id": job.run_id,
+                    "chunk_id": a.custom_id,
+                    "question": q,
+                    "approved": None,
+                    "created_at": now,
+                }
+                for q in a.questions
+            ]
+        prompt = sum(a.prompt_tokens for a in answers)
+        completion = sum(a.completion_tokens for a in answers)
+        self.settings = self.settings | {"batches": [dict(r) for r in self.records]}
+        with session_scope(job.ctx.sessions) as s:
+            job.guarded(
+                s,
+                processed_chunks=TrainingRun.processed_chunks + len(chunks),
+                pair_count=TrainingRun.pair_count + len(pairs),
+                prompt_tokens=TrainingRun.prompt_tokens + prompt,
+                completion_tokens=TrainingRun.completion_tokens + completion,
+                settings=self.settings,
+            )
+            if pairs:
+                s.execute(insert(TrainingPair), pairs)
+        self.done |= chunks
+        job.processed += len(chunks)
+        job.pairs += len(pairs)
+        # the tokens are on the run now: counted as the generator's, already written
+        self.generator.prompt_tokens += prompt
+        self.generator.completion_tokens += completion
+        job._tokens_written = job._generator_tokens()
+        job._calls_done += len(answers)
+
+    async def _persist(self) -> None:
+        self.settings = self.settings | {"batches": [dict(r) for r in self.records]}
+        await asyncio.to_thread(self.job.guarded_write, settings=self.settings)
+
+    async def _cancel_open(self) -> None:
+        """Stop: cancel every open batch (what they answered is collected by Proceed)."""
+        for record in self.records:
+            if record["state"] == OPEN and record.get("id"):
+                try:
+                    await self.api.cancel(record["id"])
+                except Exception as exc:  # an ended batch cannot be cancelled: fine
+                    log.info("run %s: cancel %s: %s", self.job.run_id, record["id"], exc)
+
+    # -- the budget ----------------------------------------------------------------------------
+
+    def _line_cost(self, text: str) -> float:
+        prompt, completion = call_tokens(text, self.n)
+        return cost_usd(self.job._model, prompt, completion, batch=True) or 0.0
+
+    def _over_budget(self, committed: float) -> bool:
+        """Whether submitting up to `committed` (estimated) would pass the budget."""
+        budget = self.cfg.budget_usd
+        if budget is None:
+            return False
+        spent = self.job._spent()
+        if spent + committed <= budget:
+            return False
+        from dmdesk.services.generation import usd
+
+        self.job._budget_reached = DmdeskError(
+            f"budget reached ({usd(spent)} of {usd(budget)}, with the next batch estimated "
+            f"at {usd(committed)}). Raise the budget (Settings, or DMDESK_BUDGET_USD), then "
+            "Proceed."
+        )
+        return True
