@@ -78,6 +78,10 @@ def store_of(n: int) -> Path:
 
 
 def context(store: Path, base_url: str, **settings: Any) -> ServiceContext:
+    """A context on a fresh data dir. The quality filters are off unless asked for: they are a
+    phase of their own after generation (embedding every chunk and question), and the
+    generation benchmarks measure generation."""
+    settings.setdefault("quality_filters", False)
     data = Path(tempfile.mkdtemp(prefix="dmdesk-bench-"))
     os.environ["DMDESK_CONFIG_FILE"] = str(data / "config.toml")
     config = load_config(

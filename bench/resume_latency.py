@@ -20,7 +20,7 @@ from dmdesk.services.runs import TrainingRunService
 from dmdesk.vectorstore.service import VectorStoreService
 
 
-def one(srv: ServerProcess, chunks: int, done: int, hint: bool) -> tuple[float, str]:
+def one(srv: ServerProcess, chunks: int, done: int, hint: int | None) -> tuple[float, str]:
     store = store_of(chunks)
     ctx = context(store, srv.base_url, generation_concurrency=32)
     runs = TrainingRunService(ctx)
@@ -41,9 +41,11 @@ def one(srv: ServerProcess, chunks: int, done: int, hint: bool) -> tuple[float, 
                 for cid in ids
             ],
         )
-        # With `hint`, the state a failed or stopped job leaves (it records resume_row, the lowest
-        # row not known done: here the prefix it processed); without, the state of a kill -9.
-        settings = dict(run.settings or {}) | ({"resume_row": done} if hint else {})
+        # `hint`: the resume_row recorded (the lowest row not known done). A failed or stopped
+        # job records it as it ends (= done here); a running one every 2 s, so a kill -9 leaves
+        # one up to 2 s of work behind; None: no hint at all (a session killed within its first
+        # 2 s, a ZIP-004 run), every id below the first chunk to do is read.
+        settings = dict(run.settings or {}) | ({"resume_row": hint} if hint is not None else {})
         c.execute(
             update(TrainingRun).values(
                 status="generating_failed",
@@ -80,9 +82,14 @@ def main() -> int:
     args = p.parse_args()
     reports: list[str] = []
     with ServerProcess(latency_s=0.0) as srv:
-        for hint, label in ((True, "after a failure or stop"), (False, "after a kill -9")):
+        behind = args.done - 2 * 64  # 2 s of work at P1's 64 chunks/s
+        for hint, label in (
+            (args.done, "after a failure or stop"),
+            (behind, "after a kill -9 (resume row 2 s behind)"),
+            (None, "with no resume row (kill -9 in the first 2 s)"),
+        ):
 
-            def measure(hint: bool = hint) -> float:
+            def measure(hint: int | None = hint) -> float:
                 latency, report = one(srv, args.chunks, args.done, hint)
                 reports.append(report)
                 return latency

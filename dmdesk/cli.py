@@ -246,6 +246,10 @@ def _print_run(run: RunView) -> None:
         )
     if run.usage_text:
         print(f"  LLM usage  {run.usage_text}")
+    batches = (run.settings or {}).get("batches") or []
+    if batches:
+        waiting = sum(1 for b in batches if b.get("state") == "open")
+        print(f"  batches    {len(batches)} sent to the Batch API, {waiting} not collected yet")
     if run.deeplake_job_id:
         print(f"  job id     {run.deeplake_job_id}")
     if run.metrics:

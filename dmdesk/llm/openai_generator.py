@@ -87,6 +87,7 @@ class OpenAIGenerator:
         self.pacer = Pacer(concurrency, patience_s=rate_limit_patience_s)
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self._answered = 0  # replies that reported their usage
         self._client = _PacedClient(
             api_key=api_key or PLACEHOLDER_KEY,
             base_url=base_url,
@@ -125,7 +126,11 @@ class OpenAIGenerator:
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0.7}
         if self._json_mode:
             kwargs["response_format"] = {"type": "json_object"}
-        tokens = sum(estimate_tokens(m["content"]) for m in messages) + 80
+        # Against a tokens-per-minute limit a call counts its prompt and its completion: the
+        # completion as this run's replies have averaged so far (80 before the first).
+        answered = self._answered
+        completion = self.completion_tokens // answered if answered else 80
+        tokens = sum(estimate_tokens(m["content"]) for m in messages) + completion
         while True:
             try:
                 await self.pacer.acquire(tokens)
@@ -154,6 +159,7 @@ class OpenAIGenerator:
             if resp.usage is not None:
                 self.prompt_tokens += resp.usage.prompt_tokens or 0
                 self.completion_tokens += resp.usage.completion_tokens or 0
+                self._answered += 1
             if not resp.choices:
                 return None
             return resp.choices[0].message.content

@@ -9,6 +9,7 @@ Every call acquires the :class:`Pacer` before it is sent and reports how it ende
 * **Without headers** (vLLM, Ollama, llama.cpp): the number of calls in flight adapts from 429s
   alone — additive increase (one more after a full window of successes), multiplicative
   decrease (halved on a 429). `generation_concurrency` is the ceiling, not the pace.
+* **The first call goes alone**; the rest follow its reply, paced by what it said.
 * **A 429** never fails a run by itself: new calls wait for its `Retry-After` (or a backoff),
   the refused call is sent again, and the run goes on more slowly. Only when the provider has
   refused for longer than `patience_s` (default 10 min) without a single success does the
@@ -92,6 +93,9 @@ class Pacer:
         self._changed = asyncio.Event()
         self.requests = 0
         self.refusals = 0
+        # The first call goes alone: its reply's headers (if any) say the allowance before a
+        # wave of `ceiling` calls could spend a burst and meet 429s.
+        self._probing = True
 
     # -- before a call ---------------------------------------------------------------------------
 
@@ -108,7 +112,8 @@ class Pacer:
                     "DMDESK_LLM_RATE_LIMIT_PATIENCE_S, then Proceed."
                 )
             wait = max(self._hold_until, self._next_start) - now
-            if self.in_flight < self.limit and wait <= 0:
+            limit = 1 if self._probing else self.limit
+            if self.in_flight < limit and wait <= 0:
                 break
             self._changed.clear()
             timeout = max(0.01, wait) if wait > 0 else None
@@ -169,6 +174,7 @@ class Pacer:
         self._release()
 
     def _release(self) -> None:
+        self._probing = False
         self.in_flight = max(0, self.in_flight - 1)
         self._changed.set()
 

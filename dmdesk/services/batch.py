@@ -28,10 +28,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert
-
-from dmdesk.db.models import TrainingPair, TrainingRun
-from dmdesk.db.session import session_scope
 from dmdesk.domain.errors import Cancelled, DmdeskError
 from dmdesk.llm.openai_batch import MAX_FILE_BYTES, TERMINAL, Answer, BatchClient
 from dmdesk.llm.pricing import cost_usd
@@ -60,8 +56,11 @@ class BatchRound:
         store: Any,
         snapshot: dict[str, Any],
         done_ids: set[str],
+        *,
+        submit: bool = True,
     ) -> None:
         self.job = job
+        self.submit = submit  # False: collect the open batches only (the run is online now)
         self.api: BatchClient = generator.batches
         self.generator = generator
         self.store = store
@@ -96,6 +95,9 @@ class BatchRound:
                 raise reason from None
 
     async def _rounds(self) -> None:
+        if not self.submit:
+            await self._wait_for_open()
+            return
         for round_no in range(1, MAX_ROUNDS + 2):
             await self._wait_for_open()
             if self.job._budget_reached is not None:
@@ -217,41 +219,17 @@ class BatchRound:
         await asyncio.to_thread(self._write, answers)
 
     def _write(self, answers: list[Answer]) -> None:
-        """One batch's answers, its tokens and its record, in one transaction."""
-        job = self.job
-        now = job.ctx.clock()
-        pairs, chunks = [], set()
+        """One batch's answers, its tokens and its record, in one transaction (blocking)."""
+        answered: dict[str, list[str]] = {}
         for a in answers:
-            if a.questions is None or a.custom_id in self.done or a.custom_id in chunks:
-                continue
-            chunks.add(a.custom_id)
-            pairs += [
-                {
-                    "training_run_id": job.run_id,
-                    "chunk_id": a.custom_id,
-                    "question": q,
-                    "approved": None,
-                    "created_at": now,
-                }
-                for q in a.questions
-            ]
+            if a.questions is not None and a.custom_id not in self.done:
+                answered.setdefault(a.custom_id, a.questions)
         prompt = sum(a.prompt_tokens for a in answers)
         completion = sum(a.completion_tokens for a in answers)
         self.settings = self.settings | {"batches": [dict(r) for r in self.records]}
-        with session_scope(job.ctx.sessions) as s:
-            job.guarded(
-                s,
-                processed_chunks=TrainingRun.processed_chunks + len(chunks),
-                pair_count=TrainingRun.pair_count + len(pairs),
-                prompt_tokens=TrainingRun.prompt_tokens + prompt,
-                completion_tokens=TrainingRun.completion_tokens + completion,
-                settings=self.settings,
-            )
-            if pairs:
-                s.execute(insert(TrainingPair), pairs)
-        self.done |= chunks
-        job.processed += len(chunks)
-        job.pairs += len(pairs)
+        job = self.job
+        job.commit(list(answered.items()), prompt, completion, self.settings)
+        self.done.update(answered)
         # the tokens are on the run now: counted as the generator's, already written
         self.generator.prompt_tokens += prompt
         self.generator.completion_tokens += completion

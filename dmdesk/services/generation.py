@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from dmdesk.domain.status import RunStatus
 from dmdesk.llm.base import QuestionGenerator, prepare_model
 from dmdesk.llm.pacing import Pacer
 from dmdesk.llm.pricing import budget_unpriced, cost_usd
+from dmdesk.services.batch import BatchRound, open_batches
 from dmdesk.services.job import LostRun, RunJob
 from dmdesk.vectorstore.service import Chunk
 
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 WRITE_BATCH_MAX = 64  # finished chunks written in one transaction at most
 READ_BATCH = 256  # chunk texts read from the store at once
+RESUME_HINT_EVERY_S = 2.0  # how often a running session records its resume row
 FAILURE_GRACE_S = 2.0  # after a failed call, how long the calls in flight may still come back
 
 
@@ -132,6 +135,7 @@ class GenerationJob(RunJob):
         self._calls_done = 0
         self._budget_reached: DmdeskError | None = None
         self._stop: asyncio.Future[BaseException] | None = None
+        self._snapshot: dict[str, Any] = {}
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -163,7 +167,7 @@ class GenerationJob(RunJob):
     # -- the async part ------------------------------------------------------------------------
 
     async def _main(self) -> None:
-        snapshot = self._load_snapshot()
+        snapshot = self._snapshot = self._load_snapshot()
         self._start_row = self._frontier = int(snapshot.get("resume_row") or 0)
         self._model = snapshot.get("llm_model")
         self._batch_priced = snapshot.get("llm_mode") == "batch"
@@ -189,11 +193,21 @@ class GenerationJob(RunJob):
             self._check_budget_priced(generator)
             try:
                 await self._prepare(generator)
-                if snapshot.get("llm_mode") == "batch" and hasattr(generator, "batches"):
-                    from dmdesk.services.batch import BatchRound
-
-                    await BatchRound(self, generator, store, snapshot, done_ids).run()
-                else:
+                batch_mode = snapshot.get("llm_mode") == "batch"
+                if hasattr(generator, "batches") and (batch_mode or open_batches(snapshot)):
+                    # Batches the run left open are collected whatever the mode is now
+                    # (their answers are paid for); only batch mode submits new ones.
+                    await BatchRound(
+                        self, generator, store, snapshot, done_ids, submit=batch_mode
+                    ).run()
+                elif batch_mode:
+                    log.warning(
+                        "run %s: batch mode needs an OpenAI-compatible server; %s answers "
+                        "chunk by chunk",
+                        self.run_id,
+                        generator.description,
+                    )
+                if not batch_mode or not hasattr(generator, "batches"):
                     await self._pipeline(
                         store, generator, rows, done_ids, n_questions, concurrency, chunks < rows
                     )
@@ -222,10 +236,11 @@ class GenerationJob(RunJob):
         """Chunks flow from the store (read in a thread) through `concurrency` callers to one
         writer (database writes in a thread).
 
-        The producer and the callers share a TaskGroup: the first error, the admin's Stop or
-        the run lost cancels them all at once. The writer stands outside it, so every answer
-        that came back is written, even after a failure. The budget stops the callers from
-        taking new chunks; the calls in flight finish and are written."""
+        The producer and the callers share a TaskGroup: the admin's Stop, the run lost or a
+        failed write cancels them all at once. The writer stands outside it, so every answer
+        that came back is written, even after a failure. A failed call or the budget stops the
+        callers from taking new chunks; the calls in flight come back (within
+        `FAILURE_GRACE_S` after a failure) and are written."""
         work: asyncio.Queue[Chunk | None] = asyncio.Queue(maxsize=concurrency * 2)
         results: asyncio.Queue[_Result | None] = asyncio.Queue()
         feed = store.iter_chunks(
@@ -352,6 +367,7 @@ class GenerationJob(RunJob):
 
     async def _write_loop(self, results: asyncio.Queue[_Result | None]) -> None:
         ended = False
+        hinted = time.monotonic()  # when the resume row was last written
         while not ended:
             first = await results.get()
             batch: list[_Result] = []
@@ -367,12 +383,18 @@ class GenerationJob(RunJob):
                 batch.append(item)
             if not batch:
                 continue
+            rows = {r.chunk.row for r in batch}
+            hint = None
+            if time.monotonic() - hinted >= RESUME_HINT_EVERY_S:
+                hint = max(self._start_row, min((self._inflight - rows) | {self._frontier}))
+                hinted = time.monotonic()
             try:
-                await asyncio.to_thread(self._write, batch)
+                await asyncio.to_thread(self._write, batch, hint)
             except Exception as exc:  # LostRun, or the database failing: stop everything
                 self._set_failure(exc)
                 self._stop_with(exc)
                 return
+            self._inflight -= rows
             self._report()
 
     # -- the budget ----------------------------------------------------------------------------
@@ -454,33 +476,50 @@ class GenerationJob(RunJob):
             )
         return done_ids
 
-    def _write(self, batch: list[_Result]) -> None:
+    def _write(self, batch: list[_Result], resume_row: int | None = None) -> None:
+        """A batch of answers with the tokens counted since the last write — and, when given,
+        the run's resume row (so that a session killed with -9 resumes near where it died,
+        without reading every chunk id below it)."""
+        prompt, completion, done = self._token_delta()
+        settings = None if resume_row is None else self._snapshot | {"resume_row": resume_row}
+        self.commit([(r.chunk.id, r.questions) for r in batch], prompt, completion, settings)
+        self._tokens_written = done
+
+    def commit(
+        self,
+        answered: list[tuple[str, list[str]]],
+        prompt_tokens: int,
+        completion_tokens: int,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        """One transaction: each answered chunk's pairs, the run's counters and tokens, and its
+        settings when given (a crash leaves whole chunks or nothing). Blocking."""
         now = self.ctx.clock()
         rows = [
             {
                 "training_run_id": self.run_id,
-                "chunk_id": r.chunk.id,
+                "chunk_id": chunk_id,
                 "question": q,
                 "approved": None,
                 "created_at": now,
             }
-            for r in batch
-            for q in r.questions
+            for chunk_id, questions in answered
+            for q in questions
         ]
-        prompt, completion, done = self._token_delta()
+        values: dict[str, Any] = {} if settings is None else {"settings": settings}
         with session_scope(self.ctx.sessions) as s:
             self.guarded(
                 s,
-                processed_chunks=TrainingRun.processed_chunks + len(batch),
+                processed_chunks=TrainingRun.processed_chunks + len(answered),
                 pair_count=TrainingRun.pair_count + len(rows),
-                prompt_tokens=TrainingRun.prompt_tokens + prompt,
-                completion_tokens=TrainingRun.completion_tokens + completion,
+                prompt_tokens=TrainingRun.prompt_tokens + prompt_tokens,
+                completion_tokens=TrainingRun.completion_tokens + completion_tokens,
+                **values,
             )
-            s.execute(insert(TrainingPair), rows)
-        self._tokens_written = done
-        self.processed += len(batch)
+            if rows:
+                s.execute(insert(TrainingPair), rows)
+        self.processed += len(answered)
         self.pairs += len(rows)
-        self._inflight.difference_update(r.chunk.row for r in batch)
 
     def _generator_tokens(self) -> tuple[int, int]:
         """(prompt, completion) tokens the generator has counted this session; a generator

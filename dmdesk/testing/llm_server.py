@@ -233,6 +233,15 @@ class FakeLLMServer:
                 return wait, headers
             return None, headers
 
+    def _charge_tokens(self, tokens: int) -> None:
+        """Take a reply's completion tokens from the token bucket (it may go below zero: the
+        next requests wait until it has refilled)."""
+        with self._lock:
+            limit = self.knobs.tpm_limit
+            if limit and tokens:
+                now = time.monotonic()
+                self._buckets["tokens"] = (self._bucket("tokens", limit, now) - tokens, now)
+
     # -- decisions -----------------------------------------------------------------------------
 
     def _decide(self, passage: str) -> tuple[str | None, Knobs]:
@@ -308,6 +317,7 @@ class FakeLLMServer:
                 "metadata": body.get("metadata"),
                 "created_at": int(time.time()),
                 "t0": time.monotonic(),
+                "created_wall": time.time(),
                 "delay": self.knobs.batch_delay_s,
                 "lines": lines,
                 "status": "in_progress",
@@ -352,7 +362,13 @@ class FakeLLMServer:
                 "completed": b["answered"],
                 "failed": b["failed"],
             }
-        view = {k: v for k, v in b.items() if k not in ("t0", "delay", "lines", "answered")}
+        # Not OpenAI's: when the last line is (or was) answered, for benchmarks to measure from.
+        b["dmdesk_due_at"] = b["created_wall"] + b["delay"]
+        view = {
+            k: v
+            for k, v in b.items()
+            if k not in ("t0", "delay", "lines", "answered", "created_wall")
+        }
         view.pop("failed")
         return view | {"object": "batch", "request_counts": counts, "errors": None}
 
@@ -557,7 +573,10 @@ class _Handler(BaseHTTPRequestHandler):
         c = _COUNT.search(prompt)
         n = int(c.group(1)) if c else 1
         prompt_tokens = max(1, len(prompt) // 4)
-        refused, rate_headers = self.owner._admit(prompt_tokens + 40 * n)
+        # As OpenAI counts a request against the tokens-per-minute limit: its prompt and its
+        # max_tokens when given, at admission; the completion it gets is charged when answered.
+        reserved = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+        refused, rate_headers = self.owner._admit(prompt_tokens + reserved)
         if refused is not None:
             msg = {"error": {"message": "Rate limit reached", "type": "rate_limit_exceeded"}}
             self._send(429, msg, rate_headers)
@@ -573,6 +592,7 @@ class _Handler(BaseHTTPRequestHandler):
         count = k.questions_per_reply if k.questions_per_reply is not None else n
         content = json.dumps({"questions": questions_for(passage, count)})
         completion_tokens = max(1, len(content) // 4)
+        self.owner._charge_tokens(max(0, completion_tokens - reserved))
         with self.owner._lock:
             self.owner.stats.prompt_tokens += prompt_tokens
             self.owner.stats.completion_tokens += completion_tokens

@@ -78,6 +78,7 @@ def main(out: str = "docs") -> int:
         w = MainWindow(ctx)
         w.ask_before_stopping = False
         w.show()
+        wait_until(app, lambda: w.page.workflow.estimate_label.text() != "")
         app.processEvents()
         w.grab().save(str(out_dir / "idle.png"))
 

@@ -87,6 +87,9 @@ class WorkflowPanel(QGroupBox):
         self.estimate_label.setObjectName("generateEstimateLabel")
         self.estimate_label.setWordWrap(True)
         self.estimate_label.setStyleSheet("color: #475569;")
+        keep = self.estimate_label.sizePolicy()
+        keep.setRetainSizeWhenHidden(True)  # the button keeps its width when it is hidden
+        self.estimate_label.setSizePolicy(keep)
         row.addWidget(self.estimate_label, 1)
         layout.addLayout(row)
         self.blocked_label = QLabel()

@@ -68,7 +68,7 @@ def test_batch_mode_end_to_end_with_failed_lines_retried(
 
 
 def test_stop_cancels_the_open_batches_and_proceed_finishes_exactly_once(
-    dmdesk_context, dmdesk_store, dmdesk_llm_server: FakeLLMServer
+    dmdesk_context, dmdesk_store, dmdesk_llm_server: FakeLLMServer, capsys
 ) -> None:
     dmdesk_llm_server.configure(batch_delay_s=4.0)
     ctx = dmdesk_context(vector_store_path=dmdesk_store(chunk_texts(50)), **BATCH)
@@ -87,6 +87,10 @@ def test_stop_cancels_the_open_batches_and_proceed_finishes_exactly_once(
     assert dmdesk_llm_server.stats.batches_created == 3
     assert dmdesk_llm_server.stats.batches_cancelled == 3
     assert len(open_batches(stopped.settings)) == 3  # Proceed collects what they answered
+    from dmdesk.cli import main
+
+    assert main(["run", str(stopped.id)]) == 0
+    assert "3 sent to the Batch API, 3 not collected yet" in capsys.readouterr().out
 
     dmdesk_llm_server.configure(batch_delay_s=0.0)
     done = runs.run_job(runs.proceed(stopped.id).id)
@@ -192,3 +196,31 @@ def test_batch_mode_submits_only_what_the_budget_allows(
     assert done.status is RunStatus.GENERATED, done.error_message
     assert chunk_pair_counts(ctx, done.id) == dict.fromkeys(chunk_ids(60), 1)
     assert answered_once(dmdesk_llm_server, 60)
+
+
+def test_proceed_online_collects_what_the_stopped_batches_answered_then_goes_on_online(
+    dmdesk_context, dmdesk_store, dmdesk_llm_server: FakeLLMServer
+) -> None:
+    dmdesk_llm_server.configure(batch_delay_s=2.0)
+    store = dmdesk_store(chunk_texts(50))
+    ctx = dmdesk_context(vector_store_path=store, **BATCH)
+    runs = TrainingRunService(ctx)
+    cancel = threading.Event()
+
+    def stop_halfway(u: ProgressUpdate) -> None:
+        if "requests answered" in u.message and u.processed >= 20:
+            cancel.set()
+
+    stopped = runs.run_job(runs.start_generation().id, stop_halfway, cancel)
+    assert stopped.status is RunStatus.GENERATING_FAILED
+    online = TrainingRunService(
+        dmdesk_context(vector_store_path=store, **(BATCH | {"llm_mode": "online"}))
+    )
+    done = online.run_job(online.proceed(stopped.id).id)
+    assert done.status is RunStatus.GENERATED, done.error_message
+    assert chunk_pair_counts(ctx, done.id) == dict.fromkeys(chunk_ids(50), 1)
+    by_batch = set(dmdesk_llm_server.stats.batch_custom_ids)
+    by_chat = {p.split(":")[0] for p in dmdesk_llm_server.stats.ok_passages}
+    assert len(by_batch) >= 20 and len(dmdesk_llm_server.stats.ok_passages) == 50 - len(by_batch)
+    assert not open_batches(done.settings)
+    assert by_chat  # the rest went online

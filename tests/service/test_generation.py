@@ -251,6 +251,30 @@ def test_resume_starts_past_the_rows_known_done_and_loses_nothing(
     assert chunk_pair_counts(ctx, first.id) == dict.fromkeys(chunk_ids(200), 1)
 
 
+def test_a_running_session_records_its_resume_row_so_a_kill_9_resumes_near_where_it_died(
+    runs: TrainingRunService, ctx: ServiceContext, llm_server: FakeLLMServer, monkeypatch
+) -> None:
+    """Every RESUME_HINT_EVERY_S the job writes `resume_row` with its pairs: what a kill -9
+    leaves behind is at most that much work old, and every row below it has its pairs."""
+    from dmdesk.services import generation
+
+    monkeypatch.setattr(generation, "RESUME_HINT_EVERY_S", 0.2)
+    llm_server.configure(latency_s=0.02)
+    seen: list[tuple[int, set[str]]] = []
+
+    def look(u: ProgressUpdate) -> None:
+        hint = (runs.get_run(u.run_id).settings or {}).get("resume_row")
+        if hint:
+            seen.append((hint, set(chunk_pair_counts(ctx, u.run_id))))
+
+    run = runs.run_job(runs.start_generation().id, look)
+    assert run.status is RunStatus.GENERATED
+    assert seen, "no resume row was recorded while the run went on"
+    assert max(h for h, _ in seen) > 100
+    for hint, done in seen:  # a hint never runs ahead of the pairs
+        assert set(chunk_ids(200)[:hint]) <= done
+
+
 def test_a_read_cut_short_by_cancel_never_moves_the_resume_row_past_unsent_chunks(
     runs: TrainingRunService, ctx: ServiceContext, llm_server: FakeLLMServer, monkeypatch
 ) -> None:

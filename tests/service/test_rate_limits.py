@@ -5,6 +5,7 @@ once, no failure — instead of ending `generating_failed` ("kept rate-limiting"
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -37,12 +38,41 @@ def test_a_run_above_the_allowance_slows_down_and_finishes_once(
     )
     runs = TrainingRunService(ctx)
     messages: list[str] = []
+    started = time.monotonic()
     run = runs.run_job(runs.start_generation().id, lambda u: messages.append(u.message))
     assert run.status is RunStatus.GENERATED, run.error_message
     assert chunk_pair_counts(ctx, run.id) == dict.fromkeys(chunk_ids(CHUNKS), 1)
-    assert llm_server.stats.rate_limited > 0  # the limit was really met
+    # The limit was really met: 40 calls at 10/s after a burst of 5 take 3.5 s at least.
+    assert time.monotonic() - started >= 3.0
+    if headers:  # paced by what the first reply's headers said: (almost) no 429
+        assert llm_server.stats.rate_limited <= 2
+    else:  # learnt from 429s alone
+        assert llm_server.stats.rate_limited > 0
     assert llm_server.stats.successes == CHUNKS
     assert any("requests/min" in m for m in messages)
+
+
+def test_a_run_bound_by_a_tokens_per_minute_limit_finishes_once_with_few_429s(
+    make_ctx: Callable[..., ServiceContext], store200, llm_server: FakeLLMServer
+) -> None:
+    """Tokens, not requests, bind: a call counts its prompt and the completion it gets (the
+    server charges that after answering, as a TPM limit does); the client paces with its
+    prompt estimate and its replies' average completion."""
+    # ~190 tokens a call; 30,000 a minute ≈ 160 calls/min; a burst of ~8 calls.
+    llm_server.configure(tpm_limit=30_000, rate_burst=0.05)
+    ctx = make_ctx(
+        vector_store_path=store200,
+        chunk_limit=CHUNKS,
+        generation_concurrency=32,
+        llm_max_retries=0,
+    )
+    runs = TrainingRunService(ctx)
+    run = runs.run_job(runs.start_generation().id)
+    assert run.status is RunStatus.GENERATED, run.error_message
+    assert chunk_pair_counts(ctx, run.id) == dict.fromkeys(chunk_ids(CHUNKS), 1)
+    stats = llm_server.stats
+    assert stats.successes == CHUNKS
+    assert stats.rate_limited <= CHUNKS // 4  # paced to the headers, not to 429s
 
 
 def test_the_pace_follows_the_headers_allowance() -> None:
