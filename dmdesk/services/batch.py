@@ -73,7 +73,6 @@ class BatchRound:
         self.repeated_ids = chunks < self.rows
         self.cfg = job.ctx.config
         self.last_error: str | None = None
-        self.answered_open = 0  # answered requests of the open batches (progress)
 
     # -- the rounds ----------------------------------------------------------------------------
 
@@ -123,13 +122,15 @@ class BatchRound:
         lines: list[bytes] = []
         size = 0
         committed = 0.0  # the estimated cost of what this round submits
+        budgeted = self.cfg.budget_usd is not None
         while (item := await asyncio.to_thread(next, feed, None)) is not None:
             chunks: list[Chunk] = item[0]
             for chunk in chunks:
-                est = self._line_cost(chunk.text)
-                if self._over_budget(committed + est):
-                    break
-                committed += est
+                if budgeted:
+                    est = self._line_cost(chunk.text)
+                    if self._over_budget(committed + est):
+                        break
+                    committed += est
                 line = self.api.request_line(chunk.id, chunk.text, self.n)
                 if lines and (
                     len(lines) >= self.cfg.batch_max_requests or size + len(line) > MAX_FILE_BYTES
@@ -168,19 +169,15 @@ class BatchRound:
         while True:
             pending = [r for r in self.records if r["state"] == OPEN]
             if not pending:
-                self.answered_open = 0
                 return
             answered = 0
             for record in pending:
                 batch = await self._batch_of(record)
-                if batch is None:
-                    continue
                 if batch.status in TERMINAL:
                     await self._collect(record, batch)
                 else:
                     counts = batch.request_counts
                     answered += int(getattr(counts, "completed", 0) or 0) if counts else 0
-            self.answered_open = answered
             still = [r for r in self.records if r["state"] == OPEN]
             if still:
                 total = sum(int(r.get("requests") or 0) for r in still)
@@ -191,7 +188,7 @@ class BatchRound:
                 )
                 await asyncio.sleep(self.cfg.batch_poll_interval_s)
 
-    async def _batch_of(self, record: dict[str, Any]) -> Any | None:
+    async def _batch_of(self, record: dict[str, Any]) -> Any:
         """The record's batch; one recorded without its id is found by its input file, or
         created now (it never was)."""
         if record.get("id"):
