@@ -198,6 +198,8 @@ class TrainingRunService:
 
         Each update is conditional on the heartbeat it read, so a run whose owner beats in the
         meantime is left alone."""
+        from dmdesk.services.batch import open_batches
+
         now = self.ctx.clock()
         cutoff = now - timedelta(seconds=self.ctx.config.stale_after_s)
         recovered: list[RunView] = []
@@ -223,14 +225,12 @@ class TrainingRunService:
             settings = dict(settings or {})
             values: dict[str, Any] = {"owner": None, "updated_at": now}
             to: RunStatus | None
-            from dmdesk.services.batch import open_batches
-
             if (
                 status == RunStatus.TRAINING
                 and job_id
                 and settings.get("deep_memory_backend") == "deeplake"
             ) or (status == RunStatus.GENERATING and open_batches(settings)):
-                to = None  # still training remotely: this process takes it over
+                to = None  # still working remotely (a job, batches): this process takes it over
                 values |= {"owner": self.ctx.owner, "heartbeat_at": now}
                 if status == RunStatus.TRAINING:
                     values["settings"] = settings | {"attach_job_id": job_id}

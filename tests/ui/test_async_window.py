@@ -198,3 +198,32 @@ def test_the_workflow_card_shows_the_estimate_and_the_settings_card_the_budget_a
     assert win.ctx.config.budget_usd == 2.5 and win.ctx.config.llm_mode == "batch"
     qtbot.waitUntil(lambda: "Batch API" in label.text(), timeout=5_000)
     assert dmdesk_llm_server.stats.requests == 0
+
+
+def test_batch_mode_in_the_window_shows_the_batches_and_stop_cancels_them(
+    qtbot, dmdesk_window, dmdesk_llm_server: FakeLLMServer
+) -> None:
+    """Issue 13, as an admin sees it: Generate in batch mode says the batches are waiting for
+    the provider, with their answered requests as progress; Stop cancels them and leaves a run
+    that Proceed finishes."""
+    dmdesk_llm_server.configure(batch_delay_s=6.0)
+    win = dmdesk_window(
+        chunks=30,
+        llm_mode="batch",
+        llm_model="gpt-4o-mini",
+        batch_poll_interval_s=0.1,
+        batch_max_requests=10,
+    )
+    win.click("generateButton")
+    label = win.page.workflow.progress_label
+    qtbot.waitUntil(lambda: "waiting for the provider" in label.text(), timeout=10_000)
+    qtbot.waitUntil(lambda: win.page.workflow.progress_bar.value() > 0, timeout=10_000)
+    win.click("stopButton")
+    run = win.wait_for_status(1, "generating_failed")
+    assert dmdesk_llm_server.stats.batches_cancelled == 3
+    dmdesk_llm_server.configure(batch_delay_s=0.0)
+    win.expand_row(1)
+    win.press_row_button(1, "proceedButton")
+    run = win.wait_for_status(1, "generated")
+    assert run.pair_count == 30
+    assert win.pair_counts(1) == dict.fromkeys(win.chunk_ids, 1)
