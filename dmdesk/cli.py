@@ -518,9 +518,6 @@ def _estimate(ctx: Any, as_json: bool) -> int:
         _print_json(est.to_json() | {"text": est.text})
         return EXIT_OK
     print(est.text)
-    if ctx.config.budget_usd is not None and est.cost_usd is not None:
-        fits = "within" if est.cost_usd <= ctx.config.budget_usd else "OVER"
-        print(f"Budget: ${ctx.config.budget_usd:g} — the estimate is {fits} it.")
     if not available:
         print(f"Note: {reason}")
     return EXIT_OK

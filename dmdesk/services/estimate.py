@@ -47,15 +47,23 @@ class GenerationEstimate:
     model: str
     mode: str  # "online" | "batch" | "local"
     sampled: int  # chunk texts measured (all of them, or a sample)
+    budget_usd: float | None = None  # the budget in force, to compare with
 
     @property
     def text(self) -> str:
+        head = f"Estimate: {self.chunks:,} chunks"
         if self.mode == "local":
-            return f"{self.chunks:,} chunks · the local model writes the questions: no LLM cost"
+            return f"{head} · the local model writes the questions: no LLM cost"
         usage = describe_usage(self.prompt_tokens, self.completion_tokens, self.cost_usd)
         where = f" at {self.model}" + (" (Batch API, half price)" if self.mode == "batch" else "")
         price = "" if self.cost_usd is not None else " (no known price for this model)"
-        return f"Estimate: {self.chunks:,} chunks · ~{usage}{where}{price}"
+        text = f"{head} · ~{usage or 'no tokens'}{where}{price}"
+        if self.budget_usd is not None and self.cost_usd is not None:
+            if self.cost_usd <= self.budget_usd:
+                text += f", within the ${self.budget_usd:g} budget"
+            else:
+                text += f", over the ${self.budget_usd:g} budget: the run would stop there"
+        return text
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +94,9 @@ def estimate_generation(config: DmdeskConfig, store: Any) -> GenerationEstimate:
     batch = config.llm_mode == "batch"
     cost = cost_usd(config.llm_model, prompt, completion, batch=batch)
     mode = "batch" if batch else "online"
-    return GenerationEstimate(chunks, prompt, completion, cost, config.llm_model, mode, len(texts))
+    return GenerationEstimate(
+        chunks, prompt, completion, cost, config.llm_model, mode, len(texts), config.budget_usd
+    )
 
 
 def estimate_with(ctx: Any) -> GenerationEstimate:

@@ -99,6 +99,16 @@ def test_the_estimate_samples_a_large_store_and_halves_the_price_in_batch_mode(
     assert online.sampled == 50 and online.chunks == 400
     assert batch.cost_usd == pytest.approx(online.cost_usd / 2)
     assert "Batch API" in batch.text and "400 chunks" in online.text
+    assert online.cost_usd is not None
+    tight = estimate_with(
+        dmdesk_context(
+            vector_store_path=store,
+            llm_model="gpt-4o-mini",
+            llm_mode="online",
+            budget_usd=online.cost_usd / 2,
+        )
+    )
+    assert "over the $" in tight.text and "the run would stop there" in tight.text
 
 
 def test_generate_estimate_prints_it_and_starts_nothing(
