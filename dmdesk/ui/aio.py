@@ -25,9 +25,10 @@ import atexit
 import collections
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import qasync
 from PySide6.QtCore import QObject, Qt, Signal, Slot
@@ -141,6 +142,42 @@ def _set_running(current: qasync.QEventLoop, running: bool) -> None:
     # makes every later QEventLoop.exec (a qtbot wait) return at once. qasync's own flag.
     current._QEventLoop__is_running = running
     asyncio.events._set_running_loop(current if running else None)
+
+
+T = TypeVar("T")
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a daemon thread of its own, awaited on the loop.
+
+    For blocking work that must neither wait for nor hold one of the loop's two pool threads:
+    the run watcher's reads (a window that misses other processes' changes because the pool is
+    busy is the bug issue 11 fixed) and the Workflow card's estimate (it opens the store and
+    reads the keyring, which can block for the keyring's D-Bus timeout). Seen in CI: an
+    estimate stuck in the shared pool left the watcher without a thread for 15 s. Cancelling
+    the await leaves the thread to finish on its own; its result is dropped."""
+    current = asyncio.get_running_loop()
+    future: asyncio.Future[T] = current.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if future.done():
+            return  # cancelled meanwhile
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, exc = fn(*args), None
+        except BaseException as error:  # handed to the awaiting coroutine
+            result, exc = None, error
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            current.call_soon_threadsafe(settle, result, exc)
+
+    name = f"dmdesk-{getattr(fn, '__name__', 'work')}"
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return await future
 
 
 def spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:

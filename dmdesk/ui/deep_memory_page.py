@@ -5,7 +5,6 @@ clicks. Long work runs in a JobWorker thread; DB reads here are single small que
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -439,7 +438,7 @@ class DeepMemoryPage(QWidget):
         from dmdesk.services.estimate import estimate_with
 
         try:
-            est = await asyncio.to_thread(estimate_with, self.ctx)
+            est = await aio.in_thread(estimate_with, self.ctx)
         except Exception as exc:  # an unreadable store says so elsewhere (Generate, the gate)
             log.info("no estimate: %s", exc)
             self.workflow.show_estimate("")

@@ -3,11 +3,12 @@ command in a terminal, a detached job, another window — the History and the Wo
 it within about a second, and a job that died is recovered while the window stays open.
 
 A coroutine on the GUI's qasync loop (dmdesk.ui.aio): every `interval_ms` (or at once, for F5) it
-reads, in a thread through `asyncio.to_thread`, a cheap change token of the runs table (count,
-newest `updated_at`, highest id; every run write and every review sets `updated_at`), and only
-when that changed does it load the runs. Every `stale_after_s / 3` it also recovers stale runs (a
-job killed with -9 becomes failed, with Proceed and Delete; a DeepLake Cloud training run is
-re-attached by a detached worker), as a dmdesk start does. The GUI thread only receives the
+reads, in a thread of its own (`aio.in_thread`: never queued behind other work), a cheap change
+token of the runs table (count, newest `updated_at`, highest id; every run write and every
+review sets `updated_at`), and only when that changed does it load the runs. Every
+`stale_after_s / 3` it also recovers stale runs (a job killed with -9 becomes failed, with
+Proceed and Delete; a DeepLake Cloud training run or a batch-mode generation is re-attached by
+a detached worker), as a dmdesk start does. The GUI thread only receives the
 result: it never waits on the database.
 """
 
@@ -132,7 +133,7 @@ class RunWatcher(QObject):
 
     async def _read(self, force: bool) -> list[Any] | None:
         try:
-            runs = await asyncio.to_thread(self._reader.read, force)
+            runs = await aio.in_thread(self._reader.read, force)
         except Exception as exc:  # a locked or vanished database: try again next time
             if not self._failing:
                 log.warning("cannot read the runs table: %s", exc)

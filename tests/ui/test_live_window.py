@@ -53,6 +53,28 @@ def test_a_run_started_by_another_process_appears_within_two_seconds(
     proc.wait()
 
 
+def test_the_watcher_sees_other_processes_while_the_loops_thread_pool_is_busy(
+    qtbot, dmdesk_window, dmdesk_llm_server: FakeLLMServer
+) -> None:
+    """Seen in CI: blocking work left in the GUI loop's two pool threads (an estimate waiting
+    on a keyring) left the watcher without a thread, and a run started elsewhere never showed.
+    The watcher reads in a thread of its own."""
+    import threading
+
+    from dmdesk.ui import aio
+
+    win = dmdesk_window(chunks=4)
+    release = threading.Event()
+    busy = [aio.loop().run_in_executor(None, release.wait, 30) for _ in range(4)]
+    try:
+        run = TrainingRunService(win.ctx).start_generation()  # as another process would
+        qtbot.waitUntil(lambda: win.page.history_model.rowCount() == 1, timeout=3_000)
+        assert win.page.history_model.runs()[0].id == run.id
+    finally:
+        release.set()
+        qtbot.waitUntil(lambda: all(f.done() for f in busy), timeout=5_000)
+
+
 def test_a_killed_job_becomes_recoverable_while_the_window_stays_open(
     qtbot, dmdesk_window, dmdesk_llm_server: FakeLLMServer
 ) -> None:
