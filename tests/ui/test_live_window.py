@@ -90,10 +90,14 @@ def test_a_killed_job_becomes_recoverable_while_the_window_stays_open(
     )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    qtbot.waitUntil(
-        lambda: win.page.history_model.runs()[0].status is RunStatus.GENERATING_FAILED,
-        timeout=15_000,
-    )
+
+    def failed_in_the_window() -> bool:
+        # The window may not show the run yet when it is killed (it polls every second): an
+        # empty History is "not yet", not an error (waitUntil retries only on a False).
+        shown = win.page.history_model.runs()
+        return bool(shown) and shown[0].status is RunStatus.GENERATING_FAILED
+
+    qtbot.waitUntil(failed_in_the_window, timeout=15_000)
     actions = win.expand_row(1)
     assert actions.proceed_button is not None and actions.remove_button is not None
     assert "Proceed with it or delete it" in win.widget("generateBlockedLabel").text()
