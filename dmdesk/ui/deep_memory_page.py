@@ -8,9 +8,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtCore import QEventLoop, QModelIndex, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
+    QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -131,6 +133,7 @@ class DeepMemoryPage(QWidget):
         self.history_model.modelReset.connect(self._on_history_reset)
         self.details.use_requested.connect(self._on_use_requested)
         self.details.stop_using_requested.connect(self._on_stop_using_requested)
+        self.details.export_requested.connect(self._on_export_requested)
         self.refresh()
         # Live: changes by any process show within about a second (dmdesk.ui.live).
         self.watcher = RunWatcher(ctx, parent=self)
@@ -405,6 +408,55 @@ class DeepMemoryPage(QWidget):
         if previous is not None:
             self._reshow_details(previous)
 
+    def choose_export_folder(self, run_id: int) -> str | None:
+        """Ask for the new folder the model goes to (None: cancelled)."""
+        start = str(Path.home() / f"deep-memory-run-{run_id}")
+        path, _ = QFileDialog.getSaveFileName(
+            self, f"Export run #{run_id}'s model to a new folder", start
+        )
+        return path or None
+
+    @Slot(int)
+    def _on_export_requested(self, run_id: int) -> None:
+        dest = self.choose_export_folder(run_id)
+        if dest:
+            self._export_task = aio.spawn(self._export(run_id, Path(dest)), name="export model")
+
+    async def _export(self, run_id: int, dest: Path) -> None:
+        """Write the model off the GUI thread (loading and saving the encoder takes seconds)."""
+        from dmdesk.services.export import export_model, model_format_for
+
+        button = self.details.export_button
+        button.setEnabled(False)
+        button.setText("Exporting…")
+        try:
+            fmt = await aio.in_thread(model_format_for, self.ctx, run_id)
+            await aio.in_thread(export_model, self.ctx, run_id, dest, fmt)
+        except DmdeskError as exc:
+            self.show_error("Cannot export the model", exc.message)
+            return
+        finally:
+            button.setEnabled(True)
+            button.setText("Export model…")
+        how = (
+            f'SentenceTransformer("{dest}") loads it; encode_query gives the query embeddings '
+            "with Deep Memory."
+            if fmt == "sentence-transformers"
+            else "The store's embedding is an API model: the folder holds the transform "
+            "(deep_memory.safetensors) to apply to its query embeddings."
+        )
+        box = QMessageBox(
+            QMessageBox.Icon.Information,
+            "Model exported",
+            f"Run #{run_id}'s model is in {dest}.\n\n{how} Its README.md (the model card) and "
+            "dmdesk's README (Using Deep Memory in your application) show the code.",
+            QMessageBox.StandardButton.Ok,
+            self,
+        )
+        box.setObjectName("exportDoneBox")
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
     def _reshow_details(self, run_id: int) -> None:
         try:
             run = self.runs.get_run(run_id)
@@ -446,10 +498,12 @@ class DeepMemoryPage(QWidget):
         self.workflow.show_estimate(est.text)
 
     def stop_tasks(self) -> None:
-        """Cancel the page's own coroutines (the window is closing)."""
-        task = getattr(self, "_estimate_task", None)
-        if task is not None:
-            task.cancel()
+        """Cancel the page's own coroutines (the window is closing). An export already writing
+        finishes in its thread (its folder is renamed into place whole, or not at all)."""
+        for name in ("_estimate_task", "_export_task"):
+            task = getattr(self, name, None)
+            if task is not None:
+                task.cancel()
 
     @Slot(object)
     def _on_settings_saved(self, config: DmdeskConfig) -> None:

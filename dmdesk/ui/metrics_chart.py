@@ -72,6 +72,7 @@ class RunDetails(QWidget):
 
     use_requested = Signal(int)  # run id: use this run's model
     stop_using_requested = Signal()
+    export_requested = Signal(int)  # run id: write its model for the admin's application
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -98,8 +99,15 @@ class RunDetails(QWidget):
         self.use_button.setObjectName("useModelButton")
         self.stop_using_button = QPushButton("Stop using Deep Memory")
         self.stop_using_button.setObjectName("stopUsingButton")
+        self.export_button = QPushButton("Export model…")
+        self.export_button.setObjectName("exportModelButton")
+        self.export_button.setToolTip(
+            "Write this model as a folder your RAG application loads without dmdesk "
+            "(sentence-transformers; README: Using Deep Memory in your application)"
+        )
         buttons.addWidget(self.use_button)
         buttons.addWidget(self.stop_using_button)
+        buttons.addWidget(self.export_button)
         buttons.addStretch(1)
         layout.addWidget(self.title)
         layout.addWidget(self.warning)
@@ -109,6 +117,7 @@ class RunDetails(QWidget):
         layout.addLayout(buttons)
         self.use_button.clicked.connect(self._on_use_clicked)
         self.stop_using_button.clicked.connect(self.stop_using_requested)
+        self.export_button.clicked.connect(self._on_export_clicked)
         self._run_id: int | None = None
         self.hide()
 
@@ -116,6 +125,11 @@ class RunDetails(QWidget):
     def _on_use_clicked(self) -> None:
         if self._run_id is not None:
             self.use_requested.emit(self._run_id)
+
+    @Slot()
+    def _on_export_clicked(self) -> None:
+        if self._run_id is not None:
+            self.export_requested.emit(self._run_id)
 
     def show_run(self, run: RunView | None) -> None:
         values = metric_pairs(run.metrics if run else None)
@@ -156,4 +170,6 @@ class RunDetails(QWidget):
             self.model_state.setText(f"Search does not use this model. Guard: {note}")
         self.use_button.setVisible(not run.model_active)
         self.stop_using_button.setVisible(run.model_active)
+        # A DeepLake Cloud model lives on DeepLake: the application asks for it per search.
+        self.export_button.setVisible(m.get("backend") == "local")
         self.show()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
 from sqlalchemy import text, update
 
 from dmdesk.db.models import TrainingRun
@@ -203,3 +204,48 @@ def test_details_say_whether_the_model_is_used_and_the_admin_switches_it(
     click(qtbot, details.stop_using_button)
     assert activation.active_run_id(ctx) is None
     assert "Search does not use this model" in details.model_state.text()
+
+
+def test_export_model_from_the_details_writes_the_folder_off_the_gui_thread(
+    qtbot, window: MainWindow, ctx: ServiceContext, tmp_path, monkeypatch
+) -> None:
+    """Export model… in a completed local run's details: the admin names a new folder, the
+    model is written there (this store's embedding is not the bundled encoder, so the transform
+    alone) and a message says how an application loads it."""
+    from safetensors.numpy import load_file
+
+    run_id = completed_run(ctx)
+    page = window.page
+    page.refresh()
+    click_row(qtbot, page.history, run_id)
+    button = page.details.export_button
+    assert button.isVisible()
+    dest = tmp_path / "exported-model"
+    monkeypatch.setattr(page, "choose_export_folder", lambda _run_id: str(dest))
+    click(qtbot, button)
+    qtbot.waitUntil(
+        lambda: page.findChild(QMessageBox, "exportDoneBox") is not None, timeout=30_000
+    )
+    box = page.findChild(QMessageBox, "exportDoneBox")
+    assert str(dest) in box.text() and "deep_memory.safetensors" in box.text()
+    assert np.array_equal(
+        load_file(str(dest / "deep_memory.safetensors"))["weight"], np.eye(EMBED_DIM)
+    )
+    assert f"run #{run_id}" in (dest / "README.md").read_text()
+    box.accept()
+    # a second export into the same folder is refused with the reason, nothing overwritten
+    click(qtbot, button)
+    qtbot.waitUntil(lambda: page.findChild(QMessageBox, "errorBox") is not None, timeout=30_000)
+    assert "not an empty folder" in page.findChild(QMessageBox, "errorBox").text()
+    assert button.isEnabled() and button.text() == "Export model…"
+
+
+def test_a_cloud_run_has_no_export_button(qtbot, window: MainWindow, ctx: ServiceContext) -> None:
+    run_id = completed_run(ctx)
+    with ctx.engine.begin() as c:
+        metrics = {"backend": "deeplake", "before": {"mrr": 0.2}, "after": {"mrr": 0.3}}
+        c.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(metrics=metrics))
+    page = window.page
+    page.refresh()
+    click_row(qtbot, page.history, run_id)
+    assert page.details.isVisible() and not page.details.export_button.isVisible()
