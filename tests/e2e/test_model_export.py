@@ -220,3 +220,45 @@ def test_readme_numpy_snippet_applies_the_raw_transform(exported) -> None:
     got = np.asarray(json.loads(out.stdout.strip().splitlines()[-1]))
     want = exported["W"] @ q0
     assert np.allclose(got, want / np.linalg.norm(want), atol=1e-6)
+
+
+def test_readme_deeplake_cloud_snippet_runs_against_deeplakes_real_client(tmp_path) -> None:
+    """deeplake 3.9's own VectorStore and client, in a process without dmdesk; only the HTTP
+    answers come from the loopback stand-in (its store embedded with the test server's
+    embedding). The search must be the managed database's Deep Memory query."""
+    import importlib.metadata
+
+    from dmdesk.testing.activeloop_server import ActiveloopServer
+    from dmdesk.testing.llm_server import embedding_for
+
+    home = tmp_path / "home"
+    (home / ".activeloop").mkdir(parents=True)  # deeplake's PyPI version check: a fresh cache
+    version = importlib.metadata.version("deeplake")
+    (home / ".activeloop" / "pypi_version.json").write_text(json.dumps([version, 4e9]))
+    with ActiveloopServer(tmp_path / "cloud") as server:
+        ids = [f"chunk-{i}" for i in range(30)]
+        server.create_store("kb", ids, [f"topic number {i} in detail" for i in range(30)])
+        vector = list(embedding_for("How do I define a function?"))
+        prelude = (
+            "import deeplake.client.client as client, deeplake.client.config as config\n"
+            f"config.USE_LOCAL_HOST = True\nclient.HUB_REST_ENDPOINT_LOCAL = {server.url!r}\n"
+            "ACTIVELOOP_TOKEN = 'tok-test-1234'\n"
+            f"def embed(text):\n    return {vector!r}\n"
+        )
+        code = readme_snippet("deeplake-cloud").replace("hub://my-org/my-store", "hub://org/kb")
+        code += "\nimport json\nprint(json.dumps([str(i) for i in results['id']]))\n"
+        script = tmp_path / "app.py"
+        script.write_text(NO_DMDESK + prelude + code)
+        out = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env={"HOME": str(home), "BUGGER_OFF": "true", "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+        assert len(found) == 5 and set(found) <= set(ids)
+        (query,) = [b["query"] for b in server.calls("POST", "/api/query/dataset/org/kb")]
+        assert "deepmemory_distance" in query
