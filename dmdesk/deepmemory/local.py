@@ -9,6 +9,13 @@ relevant chunk) pairs; this engine does the same on the admin's machine:
 * loss: InfoNCE at temperature τ over the batch's positives (in-batch negatives) plus hard
   negatives mined from the whole store with the current W each epoch, plus λ‖W − I‖² to stay
   near the identity (few pairs, many parameters);
+* at a real knowledge base's size nothing holds a questions × chunks matrix: every scan of the
+  store is block-wise (dmdesk.deepmemory.blockwise), and once questions × chunks passes 10⁸ the
+  per-epoch scans are replaced by a candidate pool per question found once under W = I (64 for
+  the hard negatives, re-scored under W every epoch; 100 for validation). Validation uses at
+  most 2,000 questions, the held-out test at most 5,000 (evenly spaced), always ranked exactly
+  over the whole store. Before the store is read the memory it needs is checked
+  (dmdesk.deepmemory.memory): a run that cannot fit fails with that message, never an OOM kill;
 * pairs are split by chunk into train / validation / test (dmdesk.deepmemory.guard.split_pairs);
   for each candidate strength λ training stops early when validation MRR has not improved for
   `patience` epochs and keeps the best W; the strength with the best validation MRR wins, and
@@ -34,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from dmdesk.deepmemory import adapters
+from dmdesk.deepmemory import adapters, blockwise, memory
 from dmdesk.deepmemory.base import ProgressFn, TrainingRequest
 from dmdesk.deepmemory.guard import split_pairs
-from dmdesk.deepmemory.metrics import DEFAULT_KS, ranks_of, retrieval_metrics
+from dmdesk.deepmemory.metrics import DEFAULT_KS, metrics_from_ranks
 from dmdesk.domain.errors import Cancelled, TrainingError
 from dmdesk.embeddings import EmbeddingFunction, normalise
 from dmdesk.llm.base import prepare_model
@@ -50,6 +57,20 @@ log = logging.getLogger(__name__)
 # strong pull, clean pairs a weak one; "no change" (W = I) is always a candidate too.
 STRENGTHS = (1e-3, 1e-2, 1e-1)
 
+# Questions ranked for validation (every epoch) and for the held-out test (exactly, over the
+# whole store, before and after): beyond these, an evenly spaced sample, said in the metrics.
+# 5,000 test questions give the MRR to about ±0.01; the rest of the split is left unused.
+MAX_VALIDATION = 2_000
+MAX_TEST = 5_000
+
+
+def sample(idx: list[int], limit: int) -> list[int]:
+    """At most `limit` of `idx`, evenly spaced (deterministic: a re-submitted run measures on
+    the same pairs)."""
+    if len(idx) <= limit:
+        return idx
+    return [idx[i * len(idx) // limit] for i in range(limit)]
+
 
 @dataclass
 class LocalEngineParams:
@@ -61,6 +82,104 @@ class LocalEngineParams:
     learning_rate: float = 5e-3
     identity_weight: float = 1e-3
     seed: int = 0
+    tile_bytes: int = blockwise.BUDGET  # one score tile of the block-wise scans
+    # Above these (queries × chunks), per-epoch scans of the whole store are replaced by a
+    # candidate pool per question, found once under W = I and re-scored under W each epoch.
+    exact_mining_limit: int = 100_000_000  # ~1.5 s an epoch for the whole store
+    exact_validation_limit: int = 100_000_000
+    pool: int = 64  # candidates per training question (hard negatives come from them)
+    validation_pool: int = 100  # candidates per validation question
+
+
+class PositiveRanks:
+    """Ranks of each question's own chunk under a transform W, for validation.
+
+    Exact (a block-wise count over the store) while questions × chunks is small; beyond, each
+    question's `pool` best chunks under W = I are found once, and the rank under W is 1 + the
+    pool's chunks scoring above the positive — the exact rank whenever no chunk outside the pool
+    can beat it (the usual case near the identity), a lower bound otherwise. It orders
+    candidate strengths and epochs; the held-out test is always ranked exactly.
+    """
+
+    def __init__(
+        self,
+        queries: np.ndarray,
+        corpus: np.ndarray,
+        positives: np.ndarray,
+        params: LocalEngineParams,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.queries, self.corpus = queries, corpus
+        self.positives = positives.astype(np.int64)
+        self.params, self.cancel = params, cancel
+        self.exact = len(queries) * len(corpus) <= params.exact_validation_limit
+        self.pool: np.ndarray | None = None
+        if not self.exact:
+            _, self.pool = blockwise.top_k(
+                queries, corpus, params.validation_pool, budget=params.tile_bytes, cancel=cancel
+            )
+
+    def ranks(self, W: np.ndarray | None) -> np.ndarray:
+        q = self.queries if W is None else normalise(self.queries @ W.T)
+        if self.pool is None:
+            rel = [[int(p)] for p in self.positives]
+            found = blockwise.relevant_ranks(
+                q, self.corpus, rel, budget=self.params.tile_bytes, cancel=self.cancel
+            )
+            return np.array([int(r[0]) for r in found], np.int64)
+        pos = np.einsum("ij,ij->i", q, self.corpus[self.positives])
+        out = np.empty(len(q), np.int64)
+        for s in range(0, len(q), 1024):
+            rows = self.pool[s : s + 1024]
+            scores = np.einsum("ijk,ik->ij", self.corpus[rows], q[s : s + 1024])
+            above = (scores > pos[s : s + 1024, None]) & (
+                rows != self.positives[s : s + 1024, None]
+            )
+            out[s : s + 1024] = 1 + above.sum(axis=1)
+        return out
+
+    def metrics(self, W: np.ndarray | None) -> dict[str, float]:
+        found = self.ranks(W)
+        return dict(metrics_from_ranks([int(r) for r in found], DEFAULT_KS))
+
+
+def hard_negative_pool(
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    params: LocalEngineParams,
+    cancel: threading.Event,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray | None:
+    """The candidate pool of each training question (rows, W = I), or None when mining the whole
+    store every epoch is cheap enough (then every epoch mines exactly with the current W)."""
+    if len(queries) * len(corpus) <= params.exact_mining_limit:
+        return None
+    k = max(params.pool, params.hard_negatives + 1)
+    found = blockwise.top_k(
+        queries, corpus, k, budget=params.tile_bytes, cancel=cancel, progress=progress
+    )
+    return found[1]
+
+
+def _mine(
+    qt: np.ndarray,
+    corpus: np.ndarray,
+    pool: np.ndarray | None,
+    k: int,
+    params: LocalEngineParams,
+    cancel: threading.Event,
+) -> np.ndarray:
+    """The k best chunks of each (transformed) training question: over the whole store, block
+    by block, or over its candidate pool."""
+    if pool is None:
+        return blockwise.top_k(qt, corpus, k, budget=params.tile_bytes, cancel=cancel)[1]
+    out = np.empty((len(qt), min(k, pool.shape[1])), np.int64)
+    for s in range(0, len(qt), 1024):  # 1024 × pool × d floats at a time, not all of them
+        rows = pool[s : s + 1024]
+        scores = np.einsum("ijk,ik->ij", corpus[rows], qt[s : s + 1024])
+        best = np.argsort(-scores, axis=1, kind="stable")[:, : out.shape[1]]
+        out[s : s + 1024] = np.take_along_axis(rows, best, axis=1)
+    return out
 
 
 def train_adapter(
@@ -72,26 +191,37 @@ def train_adapter(
     params: LocalEngineParams,
     progress: Callable[[int, dict[str, float]], None],
     cancel: threading.Event,
+    *,
+    validation: PositiveRanks | None = None,
+    pool: np.ndarray | None = None,
+    pool_given: bool = False,
 ) -> tuple[np.ndarray, list[dict[str, float]]]:
     """Learn W. `positives[i]` is the corpus row of query i. Returns the best W and the per-epoch
-    held-out history."""
+    held-out history. `validation` (the held-out questions' ranker) and `pool` (the training
+    questions' candidate pool, with `pool_given`) can be built once for several strengths."""
     import torch
 
+    if cancel.is_set():
+        raise Cancelled()
     torch.manual_seed(params.seed)
     d = corpus.shape[1]
-    C = torch.from_numpy(np.ascontiguousarray(corpus, dtype=np.float32))
-    Q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    C = torch.from_numpy(corpus)
+    Q = torch.from_numpy(queries)
     pos = torch.from_numpy(positives.astype(np.int64))
     tr = torch.tensor(train_idx, dtype=torch.long)
     eye = torch.eye(d)
     W = torch.nn.Parameter(eye.clone())
     opt = torch.optim.Adam([W], lr=params.learning_rate)
-    held_rel = [[int(positives[i])] for i in held_idx]
+    if validation is None:
+        validation = PositiveRanks(queries[held_idx], corpus, positives[held_idx], params, cancel)
+    if not pool_given:
+        pool = hard_negative_pool(queries[train_idx], corpus, params, cancel)
 
     def held_mrr(matrix: torch.Tensor) -> dict[str, float]:
-        with torch.no_grad():
-            q = torch.nn.functional.normalize(Q[held_idx] @ matrix.T, dim=1).numpy()
-        return retrieval_metrics(q, corpus, held_rel, DEFAULT_KS)
+        assert validation is not None
+        return validation.metrics(matrix.numpy())
 
     best = held_mrr(eye)
     best_W = eye.clone()
@@ -102,8 +232,8 @@ def train_adapter(
         if cancel.is_set():
             raise Cancelled()
         with torch.no_grad():  # mine hard negatives with the current W
-            qt = torch.nn.functional.normalize(Q[tr] @ W.T, dim=1)
-            top = torch.topk(qt @ C.T, k, dim=1).indices
+            qt = torch.nn.functional.normalize(Q[tr] @ W.T, dim=1).numpy()
+        top = torch.from_numpy(_mine(qt, corpus, pool, k, params, cancel))
         hard = {int(i): top[j] for j, i in enumerate(tr.tolist())}
         order = tr[torch.randperm(len(tr))]
         for start in range(0, len(order), params.batch_size):
@@ -160,6 +290,15 @@ class LocalEngineBackend:
         store = self._store_factory(request.vector_store_path)
         embed = self._embedding_factory()
         try:
+            dim = store.embedding_dim()
+            if dim is not None:  # before the store is read: say so now, not by an OOM kill
+                memory.check_fits(
+                    "training Deep Memory locally",
+                    store.row_count(),
+                    dim,
+                    len(request.queries),
+                    max(self.params.pool, self.params.validation_pool),
+                )
             ids, corpus = store.corpus_embeddings(
                 embed,
                 lambda n: progress(0.0, f"Embedding {n} chunks (the store has no embeddings)"),
@@ -188,16 +327,30 @@ class LocalEngineBackend:
         positives = np.array([row for _, row in pairs])
         split = split_pairs([ids[row] for _, row in pairs])
         if split.measurable:
-            train_idx, val_idx, test_idx = split.train, split.validation, split.test
+            train_idx = split.train
+            val_idx = sample(split.validation, MAX_VALIDATION)
+            test_idx = sample(split.test, MAX_TEST)
         else:  # too few pairs: train on all; the guard will not activate an unmeasured model
             train_idx = val_idx = test_idx = list(range(len(pairs)))
         strengths = self.strengths if split.measurable else (self.params.identity_weight,)
         total_epochs = self.params.max_epochs * len(strengths)
         done_epochs = 0
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
 
-        def rel(idx: list[int]) -> list[list[int]]:
-            return [[int(positives[i])] for i in idx]
+        def scanning(what: str, at: float) -> Callable[[int, int], None]:
+            return lambda done, n: progress(at, f"{what}: {done:,}/{n:,} questions")
 
+        progress(0.04, f"Finding candidate chunks among {len(corpus):,}")
+        validation = PositiveRanks(
+            queries[val_idx], corpus, positives[val_idx], self.params, cancel
+        )
+        pool = hard_negative_pool(
+            queries[train_idx],
+            corpus,
+            self.params,
+            cancel,
+            scanning(f"Finding hard negatives among {len(corpus):,} chunks", 0.04),
+        )
         candidates: list[tuple[float, float, np.ndarray, int]] = []
         for strength in strengths:
 
@@ -205,33 +358,50 @@ class LocalEngineBackend:
                 epoch: int, held: dict[str, float], w: float = strength, base: int = done_epochs
             ) -> None:
                 progress(
-                    0.05 + 0.9 * (base + epoch) / total_epochs,
+                    0.05 + 0.85 * (base + epoch) / total_epochs,
                     f"strength {w:g}, epoch {epoch}: validation MRR {held['mrr']:.3f}",
                 )
 
             params = replace(self.params, identity_weight=strength)
             W, history = train_adapter(
-                queries, corpus, positives, train_idx, val_idx, params, on_epoch, cancel
+                queries,
+                corpus,
+                positives,
+                train_idx,
+                val_idx,
+                params,
+                on_epoch,
+                cancel,
+                validation=validation,
+                pool=pool,
+                pool_given=True,
             )
             done_epochs += self.params.max_epochs
-            val_mrr = retrieval_metrics(normalise(queries[val_idx] @ W.T), corpus, rel(val_idx))
-            candidates.append((val_mrr["mrr"], strength, W, len(history)))
-        identity_val = retrieval_metrics(queries[val_idx], corpus, rel(val_idx))["mrr"]
+            candidates.append((validation.metrics(W)["mrr"], strength, W, len(history)))
+        identity_val = validation.metrics(None)["mrr"]
         val_mrr_best, strength, W, epochs = max(candidates, key=lambda c: c[0])
         if val_mrr_best <= identity_val:  # nothing beat "no change" on validation
             W, strength, epochs = np.eye(corpus.shape[1], dtype=np.float32), 0.0, 0
-        before = retrieval_metrics(queries[test_idx], corpus, rel(test_idx))
-        q_after = normalise(queries[test_idx] @ W.T)
-        after = retrieval_metrics(q_after, corpus, rel(test_idx))
+        rel = [[int(positives[i])] for i in test_idx]
+        test_q = queries[test_idx]
+
+        def test_ranks(q: np.ndarray, what: str) -> list[int]:  # exact, over the whole store
+            found = blockwise.relevant_ranks(
+                q, corpus, rel, cancel=cancel, progress=scanning(what, 0.95)
+            )
+            return [int(r.min()) for r in found]
+
         heldout_ranks: dict[str, Any] = {
-            "before": ranks_of(queries[test_idx], corpus, rel(test_idx)),
-            "after": ranks_of(q_after, corpus, rel(test_idx)),
+            "before": test_ranks(test_q, "Ranking held-out questions without Deep Memory"),
+            "after": test_ranks(normalise(test_q @ W.T), "Ranking held-out questions with it"),
         }
+        before = metrics_from_ranks(heldout_ranks["before"])
+        after = metrics_from_ranks(heldout_ranks["after"])
         store_path = request.vector_store_path or ""
         current = adapters.active_adapter(self.data_dir, store_path)
         if current is not None and current.matrix.shape == W.shape:
-            heldout_ranks["active"] = ranks_of(
-                current.apply(queries[test_idx]), corpus, rel(test_idx)
+            heldout_ranks["active"] = test_ranks(
+                current.apply(test_q), "Ranking held-out questions with the active model"
             )
             heldout_ranks["active_run"] = current.run_id
         seconds = time.perf_counter() - t0
@@ -246,10 +416,16 @@ class LocalEngineBackend:
             "evaluated_on": "held-out pairs" if split.measurable else "training pairs",
             "strength": strength,
             "validation_mrr": {"identity": identity_val, "chosen": max(val_mrr_best, identity_val)},
+            "validation_ranking": "exact" if validation.exact else "candidate pool",
+            "hard_negatives_from": "whole store" if pool is None else "candidate pool",
             "epochs": epochs,
             "seconds": round(seconds, 2),
             "pairs_per_second": round(len(train_idx) * done_epochs / max(seconds, 1e-9), 1),
         }
+        if split.measurable and len(split.test) > len(test_idx):
+            metrics["heldout_pairs_available"] = len(split.test)
+        if split.measurable and len(split.validation) > len(val_idx):
+            metrics["validation_pairs_available"] = len(split.validation)
         adapters.save_adapter(
             self.data_dir, request.run_id, W, store_path, getattr(embed, "name", "?"), metrics
         )

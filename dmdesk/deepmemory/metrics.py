@@ -3,7 +3,8 @@
 The rank of a relevant chunk is 1 + the number of chunks scoring strictly higher for the query.
 recall@k (BEIR's definition) is the share of a query's relevant chunks ranked ≤ k, averaged over
 queries; MRR is 1 / the best rank of a relevant chunk, averaged. Scores are dot products of
-normalised embeddings (cosine). Queries are scored in blocks, so memory stays bounded.
+normalised embeddings (cosine), scored tile by tile (dmdesk.deepmemory.blockwise), so memory stays
+bounded.
 """
 
 from __future__ import annotations
@@ -13,22 +14,19 @@ from typing import Any
 
 import numpy as np
 
+from dmdesk.deepmemory import blockwise
+
 DEFAULT_KS = (1, 3, 5, 10)
-BLOCK = 256
 
 
 def relevant_ranks(
     queries: np.ndarray, corpus: np.ndarray, relevant: Sequence[Sequence[int]]
 ) -> list[np.ndarray]:
-    """For each query, the ranks (1-based) of its relevant corpus rows."""
-    out: list[np.ndarray] = []
-    for start in range(0, len(queries), BLOCK):
-        scores = queries[start : start + BLOCK] @ corpus.T
-        for i, row in enumerate(scores):
-            rel = np.asarray(relevant[start + i], dtype=np.int64)
-            rel_scores = row[rel]
-            out.append(1 + (row[None, :] > rel_scores[:, None]).sum(axis=1))
-    return out
+    """For each query, the ranks (1-based) of its relevant corpus rows (block-wise: memory is one
+    score tile, whatever the store's size)."""
+    return blockwise.relevant_ranks(
+        np.asarray(queries, np.float32), np.asarray(corpus, np.float32), relevant
+    )
 
 
 def ranks_of(

@@ -109,6 +109,10 @@ class TrainingError(DmdeskError):
         self.metrics = metrics
 
 
+class NotEnoughMemory(DmdeskError):
+    """A job measured, before it started, that this machine cannot hold what it needs."""
+
+
 STOPPED_BY_ADMIN = "Stopped by the administrator"
 
 

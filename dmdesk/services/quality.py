@@ -31,6 +31,7 @@ from sqlalchemy import Table, bindparam, select, update
 
 from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
+from dmdesk.deepmemory import blockwise, memory
 from dmdesk.domain.errors import Cancelled
 from dmdesk.embeddings import EmbeddingFunction, close_embedding, make_embedding, normalise
 from dmdesk.llm.base import prepare_model
@@ -39,7 +40,7 @@ from dmdesk.services.context import ServiceContext
 
 log = logging.getLogger(__name__)
 
-BLOCK = 512
+DUPLICATE_BLOCK = 512  # questions compared with the earlier ones at once (512 × n scores)
 EMBED_BATCH = 256
 
 
@@ -71,29 +72,40 @@ def assess(
     corpus: NDArray[np.float32],
     t: Thresholds,
     cancel: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[str | None]:
-    """The flags of each pair (None = nothing found), from normalised embeddings."""
+    """The flags of each pair (None = nothing found), from normalised embeddings. The store is
+    scored tile by tile (dmdesk.deepmemory.blockwise): memory is one tile, not questions ×
+    chunks; `progress(done, total)` follows the questions scored."""
     reasons: list[list[str]] = [[] for _ in questions]
     for i, q in enumerate(questions):
         bad = malformed(q)
         if bad:
             reasons[i].append(bad)
     own = np.asarray(own_rows, dtype=np.int64)
-    for start in range(0, len(questions), BLOCK):
+    if len(own):
+        own_scores = np.einsum("ij,ij->i", q_emb, corpus[own]).astype(np.float32)
+        above, close = blockwise.count_beating(
+            q_emb,
+            corpus,
+            [(own_scores, True), (own_scores - np.float32(t.generic_margin), False)],
+            exclude=own,
+            cancel=cancel,
+            progress=progress,
+        )
+        ranks = 1 + above
+        for i in range(len(questions)):
+            if t.roundtrip_rank and ranks[i] > t.roundtrip_rank:
+                reasons[i].append(f"round-trip: its chunk ranks {int(ranks[i])}")
+            if t.generic_chunks and close[i] >= t.generic_chunks:
+                reasons[i].append(f"generic: {int(close[i])} chunks match about as well")
+    for start in range(0, len(questions), DUPLICATE_BLOCK):  # each question × the earlier ones
         if cancel is not None and cancel.is_set():
             raise Cancelled()
-        stop = min(start + BLOCK, len(questions))
-        scores = q_emb[start:stop] @ corpus.T
-        own_scores = scores[np.arange(stop - start), own[start:stop]]
-        ranks = 1 + (scores > own_scores[:, None]).sum(axis=1)
-        close = (scores >= own_scores[:, None] - t.generic_margin).sum(axis=1) - 1
+        stop = min(start + DUPLICATE_BLOCK, len(questions))
         dup = q_emb[start:stop] @ q_emb[:stop].T
         for j in range(stop - start):
             i = start + j
-            if t.roundtrip_rank and ranks[j] > t.roundtrip_rank:
-                reasons[i].append(f"round-trip: its chunk ranks {int(ranks[j])}")
-            if t.generic_chunks and close[j] >= t.generic_chunks:
-                reasons[i].append(f"generic: {int(close[j])} chunks match about as well")
             earlier = dup[j, :i]
             if len(earlier) and earlier.max() >= t.duplicate_similarity:
                 reasons[i].append("near-duplicate of an earlier question")
@@ -122,6 +134,9 @@ def _embed_run(
     (pair id, chunk row, question)."""
     store = ctx.vector_store_factory(store_path)
     try:
+        dim = store.embedding_dim()
+        if dim is not None:
+            memory.check_fits("checking question quality", store.row_count(), dim, len(rows))
         say("Checking question quality: reading the store's embeddings")
         ids, corpus = store.corpus_embeddings(embed)
     finally:
@@ -170,7 +185,18 @@ def assess_run(
         if embedding is None:
             close_embedding(embed)
     questions = [q for _, _, q in kept]
-    flags = assess(questions, [r for _, r, _ in kept], q_emb, corpus, thresholds_of(ctx), cancel)
+    flags = assess(
+        questions,
+        [r for _, r, _ in kept],
+        q_emb,
+        corpus,
+        thresholds_of(ctx),
+        cancel,
+        lambda done, total: say(
+            f"Checking question quality: {done:,}/{total:,} questions scored against "
+            f"{len(corpus):,} chunks"
+        ),
+    )
     table: Table = TrainingPair.__table__  # type: ignore[assignment]
     with session_scope(ctx.sessions) as s:
         s.connection().execute(  # one executemany, not a statement per pair

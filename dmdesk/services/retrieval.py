@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from dmdesk.deepmemory import adapters
+from dmdesk.deepmemory import adapters, memory
 from dmdesk.deepmemory.metrics import retrieval_metrics
 from dmdesk.domain.errors import InvalidSettings, RuleViolation, VectorStoreError
 from dmdesk.embeddings import (
@@ -335,6 +335,9 @@ def evaluate(
         raise InvalidSettings(
             "dmdesk evaluate works on local stores; use DeepLake's evaluate for hub:// stores."
         )
+    dim = store.embedding_dim()
+    if dim is not None:
+        memory.check_fits("dmdesk evaluate", store.row_count(), dim, len(queries))
     ids, corpus = store.corpus_embeddings(embed)
     row_of = {cid: i for i, cid in enumerate(ids)}
     kept = [

@@ -175,25 +175,38 @@ class VectorStoreService:
 
     def read_embeddings(self, stop: int | None = None, batch_size: int = 20_000) -> Any:
         """The `embedding` tensor of rows [0, stop) as a float32 matrix, or None when the store
-        has none (or fewer embeddings than texts)."""
+        has none (or fewer embeddings than texts). Read batch by batch into one matrix allocated
+        up front, so the peak is the matrix plus one batch, not twice the matrix."""
         import numpy as np
 
         ds = self.open()
         stop = self.row_count() if stop is None else stop
         if EMBEDDING_TENSOR not in ds.tensors or len(ds[EMBEDDING_TENSOR]) < stop:
             return None
-        parts = [
-            np.asarray(ds[EMBEDDING_TENSOR][i : min(stop, i + batch_size)].numpy(), np.float32)
-            for i in range(0, stop, batch_size)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        if stop == 0:
+            return np.zeros((0, 0), np.float32)
+        out: Any = None
+        for i in range(0, stop, batch_size):
+            part = np.asarray(ds[EMBEDDING_TENSOR][i : min(stop, i + batch_size)].numpy())
+            if out is None:
+                out = np.empty((stop, part.shape[1]), np.float32)
+            out[i : i + len(part)] = part
+        return out
+
+    def embedding_dim(self) -> int | None:
+        """The dimension of the store's embeddings (from its first row), None without any."""
+        ds = self.open()
+        if EMBEDDING_TENSOR not in ds.tensors or len(ds[EMBEDDING_TENSOR]) == 0:
+            return None
+        return int(ds[EMBEDDING_TENSOR][0].numpy().shape[-1])
 
     def corpus_embeddings(
         self, embed: Callable[[list[str]], Any], on_embed: Callable[[int], None] | None = None
     ) -> tuple[list[str], Any]:
         """Ids and L2-normalised embeddings of every chunk: the store's own `embedding` tensor,
-        or, when the store has none, `embed` over the chunk texts (`on_embed(n)` says so first)."""
-        from dmdesk.embeddings import normalise
+        or, when the store has none, `embed` over the chunk texts (`on_embed(n)` says so first).
+        Normalised in place: one float32 copy of the store in memory, never two."""
+        import numpy as np
 
         n = self.row_count()
         ids = self.read_ids(n)
@@ -201,8 +214,13 @@ class VectorStoreService:
         if matrix is None:
             if on_embed is not None:
                 on_embed(n)
-            matrix = embed(self.read_texts(list(range(n))))
-        return ids, normalise(matrix)
+            matrix = np.array(embed(self.read_texts(list(range(n)))), np.float32)
+        for start in range(0, len(matrix), 65_536):  # no matrix-sized temporary
+            block = matrix[start : start + 65_536]
+            norms = np.sqrt(np.einsum("ij,ij->i", block, block))[:, None]
+            norms[norms == 0] = 1.0
+            block /= norms
+        return ids, matrix
 
     def close(self) -> None:
         self._ds = None

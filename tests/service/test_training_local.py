@@ -110,6 +110,33 @@ def test_a_crash_mid_training_fails_the_run_and_proceed_completes(
     assert m["train_pairs"] + m["validation_pairs"] + m["heldout_pairs"] == 50
 
 
+def test_a_store_too_big_for_the_memory_given_fails_the_run_before_reading_it(
+    make_ctx: Callable[..., ServiceContext], rotated_store, monkeypatch
+) -> None:
+    """Under DMDESK_MEMORY_LIMIT_MB below what the job would need, the run ends
+    training_failed with what it needs, what is free and the ways out — no OOM kill, nothing
+    read, nothing embedded; with the limit lifted, Proceed completes."""
+    path, corpus, rotation = rotated_store
+    ctx = make_ctx(vector_store_path=path)
+    embed = RotatedQuestions(corpus, rotation)
+    use_engine(ctx, embed)
+    runs = TrainingRunService(ctx)
+    run_id = generated_run_with_pairs(ctx, 50)
+    monkeypatch.setenv("DMDESK_MEMORY_LIMIT_MB", "1")
+    runs.start_training(run_id)
+    failed = runs.run_job(run_id)
+    assert failed.status is RunStatus.TRAINING_FAILED
+    message = failed.error_message
+    assert "Not enough memory for training Deep Memory locally" in message
+    assert "400 chunks of 32 dimensions and 50 questions" in message
+    assert "left under DMDESK_MEMORY_LIMIT_MB=1" in message
+    assert "DeepLake Cloud" in message and "Proceed" in message
+    assert embed.calls == 0  # stopped before any question was embedded
+    monkeypatch.delenv("DMDESK_MEMORY_LIMIT_MB")
+    runs.proceed(run_id)
+    assert runs.run_job(run_id).status is RunStatus.COMPLETED
+
+
 def test_search_applies_the_active_adapter(
     make_ctx: Callable[..., ServiceContext], rotated_store, monkeypatch
 ) -> None:
