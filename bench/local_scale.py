@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import CACHE
 
 BATCH = 50_000
@@ -138,7 +137,11 @@ def child_filters(store: str, pairs: int, dim: int) -> dict:
             print(f"  filters: {done:,}/{total:,} ({last[0] - t1:.0f} s)", flush=True)
 
     flags = assess(
-        [f"What does chunk {r} say?" for r in rows], rows.tolist(), q, corpus, Thresholds(),
+        [f"What does chunk {r} say?" for r in rows],
+        rows.tolist(),
+        q,
+        corpus,
+        Thresholds(),
         progress=progress,
     )
     return {
@@ -187,8 +190,18 @@ def child_train(store: str, pairs: int, dim: int) -> dict:
 def run_child(phase: str, store: Path, pairs: int, dim: int) -> tuple[dict, float, int]:
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", phase, "--store", str(store),
-         "--pairs", str(pairs), "--dim", str(dim)],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            phase,
+            "--store",
+            str(store),
+            "--pairs",
+            str(pairs),
+            "--dim",
+            str(dim),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -217,26 +230,34 @@ def main() -> int:
         return 0
     store = build_store(args.chunks, args.dim)
     rate = gemm_rate()
-    print(f"{args.chunks:,} chunks × {args.dim}-d, {args.pairs:,} pairs; GEMM {rate / 1e9:.1f} GFLOPS")
+    print(
+        f"{args.chunks:,} chunks × {args.dim}-d, {args.pairs:,} pairs; GEMM {rate / 1e9:.1f} GFLOPS"
+    )
     phases = ["filters", "train"] if args.phase == "all" else [args.phase]
     for phase in phases:
         result, seconds, rss = run_child(phase, store, args.pairs, args.dim)
-        print(f"{phase}: {seconds:.0f} s = {seconds / LIMIT_S:.2f} × the 15-minute limit; "
-              f"peak RSS {rss / 2**30:.2f} GB = {rss / LIMIT_RSS:.2f} × 4 GB")
+        print(
+            f"{phase}: {seconds:.0f} s = {seconds / LIMIT_S:.2f} × the 15-minute limit; "
+            f"peak RSS {rss / 2**30:.2f} GB = {rss / LIMIT_RSS:.2f} × 4 GB"
+        )
         if phase == "filters":
             ideal = result["flops"] / rate
-            print(f"  read {result['read_s']:.0f} s, scan {result['scan_s']:.0f} s "
-                  f"(ideal {ideal:.0f} s at the GEMM rate = {ideal / result['scan_s']:.2f}); "
-                  f"{result['flagged']:,} pairs flagged; estimate "
-                  f"{result['estimate'] / 2**30:.2f} GB")
+            print(
+                f"  read {result['read_s']:.0f} s, scan {result['scan_s']:.0f} s "
+                f"(ideal {ideal:.0f} s at the GEMM rate = {ideal / result['scan_s']:.2f}); "
+                f"{result['flagged']:,} pairs flagged; estimate "
+                f"{result['estimate'] / 2**30:.2f} GB"
+            )
         else:
             b, a = result["before"], result["after"]
-            print(f"  held-out ({result['heldout_pairs']:,} of "
-                  f"{result.get('heldout_pairs_available', result['heldout_pairs']):,}): "
-                  f"recall@1 {b['recall@1']:.3f} → {a['recall@1']:.3f}, "
-                  f"MRR {b['mrr']:.3f} → {a['mrr']:.3f}; strength {result['strength']}, "
-                  f"{result['epochs']} epochs, validation {result['validation_ranking']}, "
-                  f"hard negatives from the {result['hard_negatives_from']}")
+            print(
+                f"  held-out ({result['heldout_pairs']:,} of "
+                f"{result.get('heldout_pairs_available', result['heldout_pairs']):,}): "
+                f"recall@1 {b['recall@1']:.3f} → {a['recall@1']:.3f}, "
+                f"MRR {b['mrr']:.3f} → {a['mrr']:.3f}; strength {result['strength']}, "
+                f"{result['epochs']} epochs, validation {result['validation_ranking']}, "
+                f"hard negatives from the {result['hard_negatives_from']}"
+            )
     return 0
 
 
