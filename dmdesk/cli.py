@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="change one or more settings (saved typed to the settings file)",
     )
+    s.add_argument(
+        "--replace-broken-file",
+        action="store_true",
+        help="with --set: when the settings file cannot be read, keep it as a backup and "
+        "write a new one with these settings",
+    )
 
     r = command("runs", "all runs, newest first")
     r.add_argument("--json", action="store_true")
@@ -299,6 +305,25 @@ def _show(run: RunView, as_json: bool) -> None:
 
 
 # -- jobs --------------------------------------------------------------------------------------
+
+
+class _ImportProgress:
+    """`dmdesk import`'s own progress on stderr: "embedding 1,000 documents: 256/1,000", a line
+    at most every `interval` seconds and the last one, then "writing 1,000 documents"."""
+
+    def __init__(self, interval: float = 2.0) -> None:
+        self._interval, self._last = interval, 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        import time
+
+        if stage == "writing":
+            print(f"writing {total:,} documents to the store", file=sys.stderr, flush=True)
+            return
+        now = time.monotonic()
+        if done == total or done == 0 or now - self._last >= self._interval:
+            self._last = now
+            print(f"embedding {total:,} documents: {done:,}/{total:,}", file=sys.stderr, flush=True)
 
 
 class _Bar:
@@ -584,15 +609,7 @@ def _retrieval(cmd: str, args: argparse.Namespace, ctx: Any) -> int:
                     print(f"{h.score:7.4f}  {h.id}  {text[:100]}")
             return EXIT_OK
         if cmd == "import":
-            bar = _Bar()
-            counts = retrieval.import_corpus(
-                ctx,
-                Path(args.corpus),
-                lambda done, total: bar(
-                    ProgressUpdate(run_id=0, phase="generation", processed=done, total=total)
-                ),
-            )
-            bar.close()
+            counts = retrieval.import_corpus(ctx, Path(args.corpus), _ImportProgress())
             print(
                 f"Imported {counts['imported']} documents into {ctx.config.vector_store_path}"
                 f" ({counts['skipped']} already there)."
@@ -621,7 +638,9 @@ def _settings(config: Any, args: argparse.Namespace) -> int:
 
     if args.set:
         changes = _parse_sets(args.set)
-        config = settings_service.update_settings(config, changes)
+        config = settings_service.update_settings(
+            config, changes, replace_broken=args.replace_broken_file
+        )
         if not args.json:
             print(f"Saved {', '.join(changes)} to {config_file()}.")
         for key in env_overridden(changes):
@@ -649,11 +668,21 @@ def _settings(config: Any, args: argparse.Namespace) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     from dmdesk import app
-    from dmdesk.config import load_config
+    from dmdesk.config import SettingsFileBroken, load_config
     from dmdesk.services.runs import TrainingRunService
 
     cmd = args.command or "gui"
-    config = load_config()
+    settings_problem: SettingsFileBroken | None = None
+    try:
+        config = load_config()
+    except SettingsFileBroken as exc:
+        window = cmd == "gui" or (cmd == "demo" and not args.no_gui)
+        if not (window or (cmd == "settings" and args.set and args.replace_broken_file)):
+            raise
+        # The window says so and may go on without the file (which it never overwrites unless
+        # the admin chooses to replace it); --replace-broken-file is that choice on the CLI.
+        settings_problem = exc if window else None
+        config = load_config(use_file=False)
     app.setup_logging(config.data_dir, debug=args.debug)
 
     if cmd == "settings":
@@ -679,7 +708,7 @@ def dispatch(args: argparse.Namespace) -> int:
         from dmdesk.ui.main_window import run_gui
 
         smoke = getattr(args, "smoke", False) or args.top_smoke
-        return run_gui(config, smoke=smoke, demo=cmd == "demo")
+        return run_gui(config, smoke=smoke, demo=cmd == "demo", settings_problem=settings_problem)
 
     if cmd in ("search", "import", "evaluate"):
         return _retrieval(cmd, args, app.start(config))

@@ -14,15 +14,23 @@ Secrets are never fields of this object: they come from the environment or the O
 
 from __future__ import annotations
 
+import contextvars
 import os
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import platformdirs
+import tomli_w
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from dmdesk.domain.errors import InvalidSettings
 
@@ -58,6 +66,9 @@ DEMO_PROFILE: dict[str, Any] = {
 }
 
 
+_USE_FILE: contextvars.ContextVar[bool] = contextvars.ContextVar("use_file", default=True)
+
+
 def config_file() -> Path:
     explicit = os.environ.get("DMDESK_CONFIG_FILE")
     if explicit:
@@ -65,26 +76,54 @@ def config_file() -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
 
 
-class _TomlSource(PydanticBaseSettingsSource):
-    """Reads the TOML file; a broken file is a clear InvalidSettings, not a traceback."""
+class SettingsFileBroken(InvalidSettings):
+    """The settings file cannot be read. It is never overwritten unless the admin chooses to
+    replace it (save_config_file(..., replace_broken=True) keeps a backup first)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"The settings file {path} cannot be read: {reason}. Fix that line (or remove the "
+            "file), or replace it with the settings you save now — the broken file is kept "
+            "beside it as a backup (dmdesk settings --set … --replace-broken-file; in the "
+            "window, Save offers it)."
+        )
+        self.path, self.reason = path, reason
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings file's table ({} when there is none), or SettingsFileBroken saying which
+    line is wrong (tomllib's message carries the line and column)."""
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsFileBroken(path, f"not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise SettingsFileBroken(path, "not UTF-8 text") from None
+    except OSError as exc:
+        raise SettingsFileBroken(path, exc.strerror or type(exc).__name__) from None
+
+
+class _TomlSource(TomlConfigSettingsSource):
+    """pydantic-settings' own TOML source on `config_file()`; a file that cannot be read is a
+    SettingsFileBroken naming the line, not a traceback."""
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
-        super().__init__(settings_cls)
-        path = config_file()
-        self._data: dict[str, Any] = {}
-        if path.is_file():
-            try:
-                self._data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise InvalidSettings(
-                    f"The settings file {path} is not valid TOML: {exc}"
-                ) from None
+        super().__init__(settings_cls, toml_file=config_file())
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self._data.get(field_name), field_name, False
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        return read_config_file(Path(file_path))
 
-    def __call__(self) -> dict[str, Any]:
-        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+def _no_control_characters(value: Any) -> Any:
+    if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        bad = next(c for c in value if ord(c) < 32 or ord(c) == 127)
+        what = {"\n": "a line break", "\r": "a line break", "\t": "a tab"}.get(
+            bad, "a control character"
+        )
+        raise ValueError(f"contains {what}: a setting is one line of text")
+    return value
 
 
 class DmdeskConfig(BaseSettings):
@@ -128,6 +167,13 @@ class DmdeskConfig(BaseSettings):
     filter_generic_chunks: int = Field(default=10, ge=0)
     filter_generic_margin: float = Field(default=0.01, ge=0, le=1)
     filter_duplicate_similarity: float = Field(default=0.97, gt=0, le=1.01)
+
+    @field_validator(
+        "vector_store_path", "llm_base_url", "llm_model", "embedding", "database_url", mode="before"
+    )
+    @classmethod
+    def _one_line(cls, v: Any) -> Any:
+        return _no_control_characters(v)
 
     @field_validator("llm_model")
     @classmethod
@@ -181,6 +227,8 @@ class DmdeskConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if not _USE_FILE.get():
+            return (init_settings, env_settings)
         return (init_settings, env_settings, _TomlSource(settings_cls))
 
     @property
@@ -247,47 +295,57 @@ def _describe(exc: ValidationError) -> str:
     return "Invalid settings: " + "; ".join(parts)
 
 
-def load_config(**overrides: Any) -> DmdeskConfig:
-    """Load the effective configuration; raise InvalidSettings with a readable message."""
+def load_config(*, use_file: bool = True, **overrides: Any) -> DmdeskConfig:
+    """Load the effective configuration; raise InvalidSettings with a readable message
+    (SettingsFileBroken when the file cannot be read). `use_file=False`: the environment and
+    the defaults only — for replacing a broken file with the admin's consent."""
+    token = _USE_FILE.set(use_file)
     try:
         return DmdeskConfig(**overrides)
     except ValidationError as exc:
         raise InvalidSettings(_describe(exc)) from None
+    finally:
+        _USE_FILE.reset(token)
 
 
-def save_config_file(changes: dict[str, Any]) -> Path:
-    """Merge `changes` into the TOML file (only editable fields; None removes a key)."""
+def save_config_file(changes: dict[str, Any], *, replace_broken: bool = False) -> Path:
+    """Merge `changes` into the TOML file (only editable fields; None removes a key), written
+    with tomli-w to a temporary file, flushed to disk, then renamed over the old one: a crash
+    leaves the old file or the new one, never half of either. A file that cannot be read is
+    never overwritten (SettingsFileBroken) unless `replace_broken`: then it is first renamed to
+    `<name>.broken-<time>` and the new file holds only `changes`."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise InvalidSettings(f"Unknown setting(s): {', '.join(sorted(unknown))}")
-    path = config_file()
-    current: dict[str, Any] = {}
-    if path.is_file():
+    for key, value in changes.items():
         try:
-            current = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError:
-            current = {}
+            _no_control_characters(value)
+        except ValueError as exc:
+            raise InvalidSettings(
+                f"Invalid settings: {key} (DMDESK_{key.upper()}): {exc}"
+            ) from None
+    path = config_file()
+    try:
+        current = read_config_file(path)
+    except SettingsFileBroken:
+        if not replace_broken:
+            raise
+        backup = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.replace(backup)
+        current = {}
     for key, value in changes.items():
         if value is None:
             current.pop(key, None)
         else:
             current[key] = str(value) if isinstance(value, Path) else value
+    text = tomli_w.dumps(current)
+    if tomllib.loads(text) != current:  # tomli-w writes what tomllib reads; said, not hoped
+        raise InvalidSettings("These settings cannot be written as TOML; nothing was saved.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(_dump_toml(current), encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)
     return path
-
-
-def _dump_toml(data: dict[str, Any]) -> str:
-    lines = []
-    for key in sorted(data):
-        value = data[key]
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, int | float):
-            text = repr(value)
-        else:
-            text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-        lines.append(f"{key} = {text}")
-    return "\n".join(lines) + "\n"

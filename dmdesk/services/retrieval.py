@@ -223,7 +223,9 @@ def _stored_dimension(ds: Any) -> int:
 
 
 def import_corpus(
-    ctx: ServiceContext, corpus_path: Path, progress: Callable[[int, int], None] | None = None
+    ctx: ServiceContext,
+    corpus_path: Path,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, int]:
     """Append BEIR corpus lines {"_id", "title", "text"} to the configured local store (created
     if missing), embedded in batches. Ids already in the store are skipped.
@@ -268,7 +270,7 @@ def import_corpus(
                 check_dimensions(ctx, batch.shape[1], store_dim)
             vectors.append(batch)
             if progress:
-                progress(start + len(batch), len(todo))
+                progress("embedding", start + len(batch), len(todo))
     finally:
         close_embedding(embed)
     if not todo:
@@ -282,6 +284,8 @@ def import_corpus(
             ds.create_tensor("id", htype="text", create_shape_tensor=False, create_id_tensor=False)
             ds.create_tensor("metadata", htype="json", create_shape_tensor=False)
             ds.create_tensor("embedding", htype="embedding", dtype="float32")
+    if progress:
+        progress("writing", len(todo), len(todo))
     with ds:
         ds.extend(
             {

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from dmdesk import secrets
-from dmdesk.config import EDITABLE_FIELDS, DmdeskConfig, load_config, save_config_file
+from dmdesk.config import (
+    EDITABLE_FIELDS,
+    DmdeskConfig,
+    SettingsFileBroken,
+    load_config,
+    save_config_file,
+)
 from dmdesk.domain.errors import InvalidSettings
 from dmdesk.domain.models import DeepMemorySettingsResponse
 from dmdesk.vectorstore.service import VectorStoreService
@@ -82,14 +88,21 @@ def get_settings(config: DmdeskConfig) -> DeepMemorySettingsResponse:
     )
 
 
-def update_settings(config: DmdeskConfig, changes: dict[str, Any]) -> DmdeskConfig:
+def update_settings(
+    config: DmdeskConfig, changes: dict[str, Any], *, replace_broken: bool = False
+) -> DmdeskConfig:
     """Validate `changes` against the whole configuration, then save them — typed, as the
     validated configuration holds them (25, not "25"). Nothing is written when any value is
     invalid: a number out of range is refused with its range, never clamped. A new local store
     path must exist. Returns the new effective configuration (environment variables still win
-    over the file, as everywhere; :func:`dmdesk.config.env_overridden` names those keys)."""
+    over the file, as everywhere; :func:`dmdesk.config.env_overridden` names those keys). A
+    settings file that cannot be read is left as it is (SettingsFileBroken) unless
+    `replace_broken`: then it is kept as a backup and replaced."""
     validated = validate_changes(config, changes)
-    save_config_file({k: None if v is None else getattr(validated, k) for k, v in changes.items()})
+    save_config_file(
+        {k: None if v is None else getattr(validated, k) for k, v in changes.items()},
+        replace_broken=replace_broken,
+    )
     return load_config()
 
 
@@ -103,7 +116,11 @@ def validate_changes(config: DmdeskConfig, changes: dict[str, Any]) -> DmdeskCon
             f"{', '.join(EDITABLE_FIELDS)}."
         )
     merged = {k: getattr(config, k) for k in EDITABLE_FIELDS} | changes
-    validated = load_config(**{k: v for k, v in merged.items() if v is not None})
+    values = {k: v for k, v in merged.items() if v is not None}
+    try:
+        validated = load_config(**values)
+    except SettingsFileBroken:  # the values are checked all the same; saving says the rest
+        validated = load_config(use_file=False, **values)
     path = changes.get("vector_store_path")
     if path and not VectorStoreService._is_cloud(str(path)) and not Path(str(path)).exists():
         raise InvalidSettings(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
-from PySide6.QtCore import QEventLoop, QObject, QSettings, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import QEventLoop, QObject, QSettings, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 
-from dmdesk.config import DmdeskConfig
+from dmdesk.config import DmdeskConfig, SettingsFileBroken
 from dmdesk.domain.errors import EXIT_USAGE, DmdeskError
 from dmdesk.services.context import ServiceContext
 from dmdesk.ui import aio
@@ -204,7 +204,37 @@ def build_demo_with_dialog(config: DmdeskConfig) -> DmdeskConfig | None:
     return result
 
 
-def run_gui(config: DmdeskConfig, *, smoke: bool = False, demo: bool = False) -> int:
+def ask_about_broken_settings(problem: SettingsFileBroken) -> bool:
+    """The settings file cannot be read: say which line, and let the admin go on without it
+    (the file stays as it is; Save in Settings offers to replace it, keeping a backup), open it
+    to fix it, or quit. True: go on."""
+    box = QMessageBox(
+        QMessageBox.Icon.Warning,
+        "dmdesk: the settings file cannot be read",
+        problem.message,
+    )
+    box.setObjectName("brokenSettingsBox")
+    box.setInformativeText(
+        "Continue: dmdesk starts with the environment's and the default settings and leaves "
+        "the file untouched. Open the file: fix it, then start dmdesk again."
+    )
+    go_on = box.addButton("Continue without it", QMessageBox.ButtonRole.AcceptRole)
+    open_it = box.addButton("Open the file", QMessageBox.ButtonRole.ActionRole)
+    box.addButton("Quit", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(go_on)
+    box.exec()
+    if box.clickedButton() is open_it:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(problem.path)))
+    return box.clickedButton() is go_on
+
+
+def run_gui(
+    config: DmdeskConfig,
+    *,
+    smoke: bool = False,
+    demo: bool = False,
+    settings_problem: SettingsFileBroken | None = None,
+) -> int:
     from dmdesk import app as app_start
 
     problem = _display_problem()
@@ -220,6 +250,10 @@ def run_gui(config: DmdeskConfig, *, smoke: bool = False, demo: bool = False) ->
         # Interpreter-wide (GC thresholds, GIL switch interval): applied once, here, for the
         # GUI process only — never from a widget's constructor (DMDESK_GUI_TUNING=0: off).
         apply_responsiveness_policy()
+    if settings_problem is not None:
+        print(f"dmdesk: {settings_problem.message}", file=sys.stderr)
+        if not ask_about_broken_settings(settings_problem):
+            return EXIT_USAGE
     if demo:
         demo_config = build_demo_with_dialog(config)
         if demo_config is None:

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -29,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from dmdesk import secrets
-from dmdesk.config import DmdeskConfig
+from dmdesk.config import DmdeskConfig, SettingsFileBroken
 from dmdesk.domain.errors import DmdeskError
 from dmdesk.services import settings as settings_service
 from dmdesk.ui import aio
@@ -270,9 +271,32 @@ class SettingsCard(QGroupBox):
         self.save_button.setEnabled(False)
         self._run("save", self._save(requested, typed))
 
+    def confirm_replace_broken(self, problem: SettingsFileBroken) -> bool:
+        """Ask before replacing a settings file that cannot be read (kept as a backup)."""
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "The settings file cannot be read",
+            problem.message,
+            QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        box.setObjectName("replaceBrokenSettingsBox")
+        box.setInformativeText(
+            "Replace it with these settings? The broken file is kept beside it as a backup. "
+            "Cancel leaves it exactly as it is and saves nothing."
+        )
+        replace = box.addButton("Replace (keep a backup)", QMessageBox.ButtonRole.AcceptRole)
+        box.exec()
+        return box.clickedButton() is replace
+
     async def _save(self, requested: dict[str, Any], typed: dict[str, str]) -> None:
         try:
-            new = await asyncio.to_thread(_save, self._config, requested, typed)
+            try:
+                new = await asyncio.to_thread(_save, self._config, requested, typed)
+            except SettingsFileBroken as broken:
+                if not self.confirm_replace_broken(broken):
+                    raise
+                new = await asyncio.to_thread(_save, self._config, requested, typed, True)
         except (DmdeskError, secrets.SecretStoreUnavailable) as exc:
             self.show_error(str(exc))
             return
@@ -324,10 +348,15 @@ class SettingsCard(QGroupBox):
         self.connection_label.setText(text)
 
 
-def _save(config: DmdeskConfig, requested: dict[str, Any], typed: dict[str, str]) -> DmdeskConfig:
+def _save(
+    config: DmdeskConfig,
+    requested: dict[str, Any],
+    typed: dict[str, str],
+    replace_broken: bool = False,
+) -> DmdeskConfig:
     """The card's writes, in a thread (a module function: nothing of Qt goes to the thread —
     see dmdesk.ui.live._Reader)."""
-    new = settings_service.update_settings(config, requested)
+    new = settings_service.update_settings(config, requested, replace_broken=replace_broken)
     for name, value in typed.items():
         secrets.set_secret(name, value)
     return new

@@ -184,3 +184,37 @@ def test_bad_database_files_exit_2(capsys, monkeypatch, tmp_path: Path) -> None:
         got, text = run_cli(capsys, "runs")
         assert got == 2 and fragment in text and "Traceback" not in text, (url, text)
     assert corrupt.read_bytes() == b"garbage" * 1000
+
+
+def test_a_line_break_in_a_setting_is_refused_and_every_command_still_reads_the_file(
+    capsys, ctx: ServiceContext
+) -> None:
+    from dmdesk.config import config_file
+
+    assert run_cli(capsys, "settings", "--set", "questions_per_chunk=2")[0] == 0
+    before = config_file().read_bytes()
+    got, text = run_cli(capsys, "settings", "--set", "llm_model=gpt-4o-mini\nx")
+    assert got == 2 and "llm_model" in text and "one line" in text, text
+    assert config_file().read_bytes() == before
+    assert run_cli(capsys, "runs")[0] == 0
+    assert run_cli(capsys, "settings")[0] == 0
+
+
+def test_a_broken_settings_file_is_named_by_line_kept_and_replaced_only_on_request(
+    capsys, ctx: ServiceContext
+) -> None:
+    from dmdesk.config import config_file
+
+    path = config_file()
+    broken = b'questions_per_chunk = 2\nllm_model = "a\nb"\n'
+    path.write_bytes(broken)
+    for argv in (("runs",), ("settings",), ("settings", "--set", "llm_model=m")):
+        got, text = run_cli(capsys, *argv)
+        assert got == 2 and "line 2" in text and "--replace-broken-file" in text, text
+        assert "Traceback" not in text
+        assert path.read_bytes() == broken
+    got, text = run_cli(capsys, "settings", "--set", "llm_model=m", "--replace-broken-file")
+    assert got == 0, text
+    assert run_cli(capsys, "runs")[0] == 0
+    backups = list(path.parent.glob("config.toml.broken-*"))
+    assert len(backups) == 1 and backups[0].read_bytes() == broken

@@ -63,6 +63,10 @@ def test_import_then_evaluate_equals_a_direct_numpy_computation(tmp_path, run_cl
     imported = run_cli("import", str(tmp_path / "corpus.jsonl"))
     assert imported.returncode == 0, imported.stderr
     assert "Imported 60 documents" in imported.stdout
+    # its own progress, in its own words (it used to read "generation: 1/1 chunks, 0 pairs")
+    assert "embedding 60 documents: 60/60" in imported.stderr
+    assert "writing 60 documents to the store" in imported.stderr
+    assert "generation" not in imported.stderr and "chunks" not in imported.stderr
     again = run_cli("import", str(tmp_path / "corpus.jsonl"))
     assert "Imported 0 documents" in again.stdout and "60 already there" in again.stdout
 

@@ -227,3 +227,73 @@ def test_batch_mode_in_the_window_shows_the_batches_and_stop_cancels_them(
     run = win.wait_for_status(1, "generated")
     assert run.pair_count == 30
     assert win.pair_counts(1) == dict.fromkeys(win.chunk_ids, 1)
+
+
+def test_a_broken_settings_file_survives_a_save_from_the_window_unless_replaced(
+    qtbot, dmdesk_window, monkeypatch
+) -> None:
+    """Save never overwrites a file that cannot be read: Cancel leaves it byte for byte and
+    says why; Replace keeps it as a backup and writes the new settings."""
+    from dmdesk.config import config_file
+    from dmdesk.ui.settings_card import SettingsCard
+
+    win = dmdesk_window(chunks=3)
+    card = win.page.settings_card
+    path = config_file()
+    broken = b'questions_per_chunk = 2\nllm_model = "a\nb"\n'
+    path.write_bytes(broken)
+    answers: list[bool] = [False]
+    asked: list[str] = []
+
+    def confirm(self, problem) -> bool:
+        asked.append(problem.message)
+        return answers[0]
+
+    monkeypatch.setattr(SettingsCard, "confirm_replace_broken", confirm)
+    card.model_edit.setText("model-from-the-window")
+    win.click("saveSettingsButton")
+    qtbot.waitUntil(lambda: bool(asked) and not card.busy, timeout=5_000)
+    assert "line 2" in asked[0]
+    assert path.read_bytes() == broken
+    qtbot.waitUntil(lambda: "cannot be read" in card.error_label.text(), timeout=5_000)
+    answers[0] = True
+    with qtbot.waitSignal(card.settings_saved, timeout=5_000):
+        win.click("saveSettingsButton")
+    import tomllib
+
+    assert tomllib.loads(path.read_text())["llm_model"] == "model-from-the-window"
+    backups = list(path.parent.glob("config.toml.broken-*"))
+    assert len(backups) == 1 and backups[0].read_bytes() == broken
+
+
+def test_the_window_starts_past_a_broken_settings_file_only_when_the_admin_says_so(
+    qtbot, dmdesk_config, monkeypatch, capsys
+) -> None:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from dmdesk.config import SettingsFileBroken, config_file
+    from dmdesk.domain.errors import EXIT_USAGE
+    from dmdesk.ui.main_window import run_gui
+
+    config = dmdesk_config()  # what the CLI loads without the file (load_config(use_file=False))
+    path = config_file()
+    path.write_bytes(b"llm_model = \n")
+    problem = SettingsFileBroken(path, "not valid TOML (Invalid value (at line 1, column 13))")
+    seen: list[str] = []
+
+    def answer(button: str) -> None:
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox) and box.objectName() == "brokenSettingsBox":
+            seen.append(box.text())
+            next(b for b in box.buttons() if b.text() == button).click()
+        else:
+            QTimer.singleShot(50, lambda: answer(button))
+
+    QTimer.singleShot(50, lambda: answer("Quit"))
+    assert run_gui(config, settings_problem=problem) == EXIT_USAGE
+    assert seen and "line 1" in seen[0]
+    QTimer.singleShot(50, lambda: answer("Continue without it"))
+    assert run_gui(config, smoke=True, settings_problem=problem) == 0
+    assert "window shown" in capsys.readouterr().out
+    assert path.read_bytes() == b"llm_model = \n"
