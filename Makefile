@@ -58,13 +58,13 @@ bench: deps
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 lint: deps
-	$(BIN)/ruff check dmdesk tests bench migrations
-	$(BIN)/ruff format --check dmdesk tests bench migrations
+	$(BIN)/ruff check dmdesk tests bench migrations tools
+	$(BIN)/ruff format --check dmdesk tests bench migrations tools
 	$(BIN)/mypy
 
 format: deps
-	$(BIN)/ruff format dmdesk tests bench migrations
-	$(BIN)/ruff check --fix dmdesk tests bench migrations
+	$(BIN)/ruff format dmdesk tests bench migrations tools
+	$(BIN)/ruff check --fix dmdesk tests bench migrations tools
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
@@ -79,4 +79,4 @@ bundle-check: deps
 	test -f $$home/data/dmdesk.db && echo "bundle-check: the bundle starts, shows its window and creates its database"
 
 screenshots: deps
-	QT_QPA_PLATFORM=offscreen BUGGER_OFF=true $(BIN)/python -m dmdesk.ui.screenshots docs
+	QT_QPA_PLATFORM=offscreen BUGGER_OFF=true $(BIN)/python tools/screenshots.py docs

@@ -8,6 +8,7 @@ install, under sys._MEIPASS in a PyInstaller bundle) — frozen apps that hard-c
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +29,12 @@ MIGRATION_LOCK_KEY = 0x646D_6465_736B  # "dmdesk"
 
 
 def migrations_dir() -> Path:
+    """The Alembic scripts: the package data `dmdesk.migrations` (a wheel, an sdist, an
+    editable install: the checkout's top-level `migrations/`), or the PyInstaller bundle's copy."""
     frozen = getattr(sys, "_MEIPASS", None)
     candidates = [Path(frozen) / "migrations"] if frozen else []
+    with contextlib.suppress(ModuleNotFoundError):  # else: a checkout on sys.path, no install
+        candidates.append(Path(str(importlib.resources.files("dmdesk.migrations"))))
     candidates.append(Path(__file__).resolve().parents[2] / "migrations")
     for c in candidates:
         if (c / "env.py").is_file():

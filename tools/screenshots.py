@@ -2,7 +2,8 @@
 
 States: the cloud-gate warning, idle, generating, and a failed row expanded. Everything is local:
 a temporary DeepLake store, SQLite, and the project's test LLM server with some latency.
-Run offscreen: `QT_QPA_PLATFORM=offscreen python -m dmdesk.ui.screenshots docs/`.
+Run offscreen: `QT_QPA_PLATFORM=offscreen python tools/screenshots.py docs/`. A developer's
+tool: it lives outside the product package (the wheel and the bundle do not ship it).
 """
 
 from __future__ import annotations

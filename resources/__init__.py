@@ -1,0 +1,1 @@
+"""dmdesk's icons, shipped as package data (dmdesk.ui.resources.resources_dir)."""
