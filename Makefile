@@ -17,7 +17,7 @@ XCB_DEBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-re
 TEST_DEBS := postgresql xvfb xauth
 PYTEST_ARGS ?=
 
-.PHONY: run test bench lint format clean deps debs screenshots bundle-check
+.PHONY: run test test-xcb bench lint format clean deps debs screenshots bundle-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,15 @@ deps: $(STAMP) $(DEB_STAMP)
 run: deps
 	$(BIN)/dmdesk demo $(RUN_ARGS)
 
-# Lint (ruff, mypy) first: a red lint fails `make test`, and so CI.
+# Lint (ruff, mypy) first: a red lint fails `make test`, and so CI. Then the suite offscreen, then
+# the window's suite again on a real X server (Xvfb, Qt's xcb platform: what a desktop runs).
 test: lint
 	QT_QPA_PLATFORM=offscreen BUGGER_OFF=true $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-xcb
+
+test-xcb: deps
+	QT_QPA_PLATFORM=xcb BUGGER_OFF=true xvfb-run -a -s "-screen 0 1280x1024x24" \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/ui
 
 bench: deps
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -180,7 +180,17 @@ def dmdesk_window(
         window = MainWindow(ctx)
         window.ask_before_stopping = False
         qtbot.addWidget(window)
-        window.show()
+        with qtbot.waitExposed(window, timeout=5_000):
+            window.show()
+        # Keys reach a window's shortcuts (F5, Ctrl+Q) only when it is the active window. A
+        # desktop's window manager activates a new window; a bare X server (xvfb-run, CI) has
+        # none, so the window asks for the input focus itself, as a user's click would give it.
+        def active() -> bool:
+            if not window.isActiveWindow():
+                window.activateWindow()  # again: X may have dropped a request (a focus race)
+            return window.isActiveWindow()
+
+        qtbot.waitUntil(active, timeout=5_000)
         driver = WindowDriver(qtbot, window, ctx, ids)
         opened.append(driver)
         return driver
