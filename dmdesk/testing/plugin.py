@@ -182,6 +182,7 @@ def dmdesk_window(
         qtbot.addWidget(window)
         with qtbot.waitExposed(window, timeout=5_000):
             window.show()
+
         # Keys reach a window's shortcuts (F5, Ctrl+Q) only when it is the active window. A
         # desktop's window manager activates a new window; a bare X server (xvfb-run, CI) has
         # none, so the window asks for the input focus itself, as a user's click would give it.
