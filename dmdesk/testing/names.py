@@ -20,6 +20,7 @@ OBJECT_NAMES: dict[str, str] = {
     "trainButton": "Train Deep Memory",
     # Training History
     "historyView": "the Training History tree",
+    "liveStateLabel": "shown only while live updates are paused (the watcher is retrying)",
     "refreshButton": "Refresh, in an active run's open row",
     "proceedButton": "Proceed, in a failed run's open row",
     "deleteButton": "Delete, in a failed run's open row",

@@ -100,9 +100,17 @@ def _new_loop(app: QApplication, *, already_running: bool) -> qasync.QEventLoop:
 
 def run(app: QApplication) -> int:
     """Run the application on a qasync loop until it quits; the loop is closed after (its
-    thread pool joined), so nothing of it outlives the window."""
+    thread pool joined), so nothing of it outlives the window.
+
+    The window is built before this is called, and its coroutines (the run watcher, the
+    Settings card's reads, the estimate) are started by its constructor: on the loop `loop()`
+    made for them. That loop is run here with its tasks — only its "running" flag is lowered
+    for `run_forever` to raise it again. (It used to be `release()`d here, which cancelled
+    them: the shipped window's watcher died before the window was shown, and the window never
+    followed other processes — tests/e2e/test_shipped_window.py.)"""
     global _loop, _under_run
-    release()  # a loop made before (paused) is run, not a second one made
+    if _loop is not None and _loop.is_running():
+        _set_running(_loop, False)  # keep its tasks: the window's own, spawned a moment ago
     loop = _loop if _loop is not None else _new_loop(app, already_running=False)
     _loop, _under_run = loop, True
     try:

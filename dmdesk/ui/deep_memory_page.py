@@ -100,6 +100,11 @@ class DeepMemoryPage(QWidget):
         history_card.setObjectName("historyCard")
         self.details = RunDetails()
         hc = QVBoxLayout(history_card)
+        self.live_label = QLabel()  # the live view's state, only when it is not live
+        self.live_label.setObjectName("liveStateLabel")
+        self.live_label.setStyleSheet("color: #6b7280;")  # quiet: nothing is wrong with a run
+        self.live_label.hide()
+        hc.addWidget(self.live_label)
         hc.addWidget(self.history)
         hc.addWidget(self.details)
         self.usage_label = QLabel()
@@ -138,6 +143,7 @@ class DeepMemoryPage(QWidget):
         # Live: changes by any process show within about a second (dmdesk.ui.live).
         self.watcher = RunWatcher(ctx, parent=self)
         self.watcher.runs_loaded.connect(self.apply_runs)
+        self.watcher.health_changed.connect(self._on_live_health)
         self.watcher.start()
         # F5 is the main window's View → Refresh (one owner of the key: two would be ambiguous).
 
@@ -146,6 +152,11 @@ class DeepMemoryPage(QWidget):
     @property
     def job_running(self) -> bool:
         return self._thread is not None
+
+    @Slot(str)
+    def _on_live_health(self, health: str) -> None:
+        self.live_label.setText(health)
+        self.live_label.setVisible(bool(health))
 
     @Slot()
     def reload(self) -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
@@ -73,8 +73,23 @@ class _Reader:
             self.lock.release()
 
 
+PAUSED = "Live updates paused — retrying (F5 reloads)"
+
+
 class RunWatcher(QObject):
+    """The live view, supervised so that it cannot stop unseen.
+
+    The watching coroutine may die (an exception), be cancelled by something else, or stall
+    (a read that never returns, a loop that no longer runs it). A Qt timer — independent of the
+    asyncio task — checks every interval that a read succeeded within the last 3 intervals
+    (at least 3 s). When not, the watcher logs one line with the cause, says so through
+    `health_changed(PAUSED)` (the window shows it quietly), and starts a fresh coroutine; the
+    next successful read says `health_changed("")`. Reads that fail (a locked or vanished
+    database) keep it paused until one succeeds.
+    """
+
     runs_loaded = Signal(object)  # list[RunView], newest first: something changed
+    health_changed = Signal(str)  # "" = live; else what the window should say
 
     def __init__(
         self, ctx: ServiceContext, interval_ms: int = DEFAULT_INTERVAL_MS, parent: Any = None
@@ -87,18 +102,63 @@ class RunWatcher(QObject):
         self._force = False
         self._failing = False
         self._epoch = 0  # bumped by `invalidate`: a read started before is stale
+        self._last_ok = time.monotonic()
+        self.health = ""
+        self.restarts = 0
+        self._guard = QTimer(self)
+        self._guard.timeout.connect(self._check)
 
     def start(self) -> None:
         self._reader.stopped = False
+        self._last_ok = time.monotonic()
         if self._task is None:
             self._task = aio.spawn(self._watch(), name="dmdesk run watcher")
+        self._guard.start(max(200, int(self._interval_s * 1000)))
 
     def stop(self) -> None:
         """Stop watching: nothing of the watcher touches the database after this returns."""
+        self._guard.stop()
         if self._task is not None:
             self._task.cancel()
             self._task = None
         self._reader.stop()
+
+    @property
+    def stall_after_s(self) -> float:
+        return max(3.0, 3 * self._interval_s)
+
+    @Slot()
+    def _check(self) -> None:
+        """The supervisor's tick (a Qt timer: it runs even when the coroutine does not)."""
+        task = self._task
+        if task is None:
+            return
+        if task.done():
+            cause = "it was cancelled" if task.cancelled() else repr(task.exception())
+        elif time.monotonic() - self._last_ok > self.stall_after_s:
+            cause = (
+                "its reads fail"
+                if self._failing
+                else f"no read came back for {time.monotonic() - self._last_ok:.0f} s"
+            )
+        else:
+            return
+        self._set_health(PAUSED)
+        if self._failing and not task.done():
+            return  # the coroutine runs and retries every interval: nothing to restart
+        log.warning("the run watcher stopped (%s): restarting it", cause)
+        if not task.done():
+            task.cancel()
+        self.restarts += 1
+        self._last_ok = time.monotonic()  # give the new one its full allowance
+        self._task = aio.spawn(self._watch(), name="dmdesk run watcher")
+
+    def _set_health(self, health: str) -> None:
+        if health != self.health:
+            self.health = health
+            if health:
+                log.info("live updates paused")
+            self.health_changed.emit(health)
 
     @Slot()
     def poll(self, force: bool = False) -> None:
@@ -142,4 +202,6 @@ class RunWatcher(QObject):
         if self._failing:
             log.info("the runs table can be read again")
         self._failing = False
+        self._last_ok = time.monotonic()
+        self._set_health("")
         return runs

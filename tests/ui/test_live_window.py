@@ -250,3 +250,51 @@ def test_keyboard_reaches_proceed_from_a_row_and_arrows_skip_the_actions_line(
     qtbot.keyClick(view, Qt.Key.Key_Down)
     assert view.currentIndex() == win.row_of(1)  # the only run: Down stays on it
     assert view.currentIndex().parent().isValid() is False
+
+
+def test_a_watcher_whose_coroutine_dies_says_so_restarts_and_shows_changes_again(
+    qtbot, dmdesk_window
+) -> None:
+    """Issue 26: the live view cannot stop unseen. Its coroutine is cancelled from outside (as
+    the shipped loop's start used to do): the supervisor says so, starts a new one, and a run
+    made elsewhere shows again within 2 s."""
+    from dmdesk.ui.live import PAUSED
+    from tests.helpers import insert_run
+
+    win = dmdesk_window(chunks=3)
+    watcher = win.page.watcher
+    states: list[str] = []
+    watcher.health_changed.connect(states.append)
+    qtbot.wait(300)
+    watcher._task.cancel()
+    qtbot.waitUntil(lambda: watcher.restarts == 1, timeout=3_000)
+    assert states[0] == PAUSED
+    qtbot.waitUntil(lambda: states[-1] == "", timeout=3_000)
+    assert not win.page.live_label.isVisible()
+    insert_run(win.ctx, "generated", owner="other-process")
+    qtbot.waitUntil(lambda: win.page.history_model.rowCount() == 1, timeout=2_000)
+
+
+def test_reads_that_fail_for_a_while_show_paused_then_live_again(
+    qtbot, dmdesk_window, monkeypatch
+) -> None:
+    from dmdesk.ui.live import PAUSED
+    from tests.helpers import insert_run
+
+    win = dmdesk_window(chunks=3)
+    reader = win.page.watcher._reader
+    real_read = reader.read
+    until = time.monotonic() + 4.5
+
+    def failing(force: bool):
+        if time.monotonic() < until:
+            raise OSError("database is locked")
+        return real_read(force)
+
+    monkeypatch.setattr(reader, "read", failing)
+    label = win.page.live_label
+    qtbot.waitUntil(label.isVisible, timeout=4_500)  # after 3 s without a successful read
+    assert label.text() == PAUSED
+    insert_run(win.ctx, "generated", owner="other-process")
+    qtbot.waitUntil(lambda: not label.isVisible(), timeout=4_000)
+    qtbot.waitUntil(lambda: win.page.history_model.rowCount() == 1, timeout=2_000)
