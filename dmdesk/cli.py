@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import threading
 import traceback
@@ -161,7 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     act.add_argument("--approve", nargs="+", type=_pair_id, metavar="PAIR_ID")
     act.add_argument("--reject", nargs="+", type=_pair_id, metavar="PAIR_ID")
-    act.add_argument("--list", action="store_true", help="print the pairs (JSON lines)")
+    act.add_argument(
+        "--list",
+        action="store_true",
+        help="print the pairs as a table (id, verdict, question, chunk; with --json: JSON lines)",
+    )
+    rv.add_argument("--json", action="store_true", help="with --list: one JSON object a line")
     rv.add_argument(
         "--include-flagged",
         action="store_true",
@@ -305,6 +311,32 @@ def _show(run: RunView, as_json: bool) -> None:
 
 
 # -- jobs --------------------------------------------------------------------------------------
+
+
+def _verdict(approved: bool | None, flags: str | None) -> str:
+    verdict = {True: "approved", False: "rejected", None: "to review"}[approved]
+    return verdict + (" (flagged)" if flags else "")
+
+
+def _print_pairs(pairs: list[Any]) -> None:
+    """`review N --list`: a table a person reads — id, verdict, question, chunk; a flagged
+    pair's reasons under it."""
+    width = shutil.get_terminal_size((120, 24)).columns
+    idw = max([2, *(len(str(p.id)) for p in pairs)])
+    chunkw = min(24, max([5, *(len(p.chunk_id) for p in pairs)]))
+    qw = max(20, width - idw - 20 - chunkw - 6)
+    print(f"{'id':>{idw}}  {'verdict':<20}  {'question':<{qw}}  chunk")
+    for p in pairs:
+        q = p.question if len(p.question) <= qw else p.question[: qw - 1] + "…"
+        print(f"{p.id:>{idw}}  {_verdict(p.approved, p.flags):<20}  {q:<{qw}}  {p.chunk_id}")
+        if p.flags:
+            print(f"{'':>{idw}}  {'':<20}  ↳ {p.flags}")
+    n = len(pairs)
+    approved = sum(p.approved is True for p in pairs)
+    print(
+        f"{n} pairs: {approved} approved, {sum(p.approved is False for p in pairs)} rejected, "
+        f"{sum(p.approved is None for p in pairs)} to review; --json for JSON lines"
+    )
 
 
 class _ImportProgress:
@@ -775,8 +807,12 @@ def dispatch(args: argparse.Namespace) -> int:
             return EXIT_OK
         if cmd == "review":
             if args.list:
-                for pair in runs.list_pairs(args.run_id):
-                    _print_json(pair.model_dump(mode="json"))
+                pairs = runs.list_pairs(args.run_id)
+                if args.json:
+                    for pair in pairs:
+                        _print_json(pair.model_dump(mode="json"))
+                else:
+                    _print_pairs(pairs)
                 return EXIT_OK
             if args.approve_all:
                 n = runs.approve_all(

@@ -472,6 +472,10 @@ class DeepLakeCloudBackend:
             "heldout_ranks": {"before": before, "after": after},
             "train_pairs": len(train_idx),
             "heldout_pairs": len(held_idx),
+            "approved_pairs": len(request.queries),
+            "split_test_pairs": len(
+                split_pairs([r[0][0] if r else "" for r in request.relevance]).test
+            ),
             "evaluated_on": "training pairs" if held_idx == train_idx else "held-out pairs",
             "job": last,
         }

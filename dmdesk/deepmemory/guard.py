@@ -82,13 +82,20 @@ def decide(metrics: dict[str, Any]) -> dict[str, Any]:
     new = ranks.get("after")
     n = len(new or [])
     if metrics.get("evaluated_on") != "held-out pairs" or n < MIN_TEST_PAIRS:
+        held_out = metrics.get("evaluated_on") == "held-out pairs"
+        tests = n if held_out else int(metrics.get("split_test_pairs", 0))
+        approved = metrics.get("approved_pairs")
+        of = f" of the {approved} approved pairs" if approved is not None else ""
         return {
             "activated": False,
             "reason": (
-                f"not activated: too few pairs on unseen chunks to measure a gain ({n}; at "
-                f"least {MIN_TEST_PAIRS} needed — approve more pairs)"
+                f"not activated: too few test pairs to measure a gain — {tests}{of} "
+                f"{'is a test pair' if tests == 1 else 'are test pairs'} (the pairs of about "
+                f"1 chunk in 5, never trained on), and at least {MIN_TEST_PAIRS} are needed: "
+                f"about {MIN_TEST_PAIRS * 5} approved pairs on different chunks give "
+                f"{MIN_TEST_PAIRS}"
             ),
-            "pairs": n,
+            "pairs": tests,
             "small_sample": True,
         }
     if ranks.get("active") is not None:

@@ -413,6 +413,8 @@ class LocalEngineBackend:
             "train_pairs": len(train_idx),
             "validation_pairs": len(val_idx) if split.measurable else 0,
             "heldout_pairs": len(test_idx),
+            "approved_pairs": len(pairs),
+            "split_test_pairs": len(split.test),
             "evaluated_on": "held-out pairs" if split.measurable else "training pairs",
             "strength": strength,
             "validation_mrr": {"identity": identity_val, "chosen": max(val_mrr_best, identity_val)},

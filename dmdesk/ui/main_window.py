@@ -45,6 +45,17 @@ class MainWindow(QMainWindow):
         self._closing = False  # the admin chose to close: waiting for the job to end
         self._close_box: QMessageBox | None = None
         self.page.job_finished.connect(self._on_job_finished)
+        file_menu = self.menuBar().addMenu("&File")
+        quit_action = QAction("&Quit", self)
+        quit_action.setObjectName("quitAction")
+        # Ctrl+Q (the platform's standard key); the same close protocol as the window
+        # manager's close button — a running job is asked about first (closeEvent).
+        quit_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Quit))
+        if quit_action.shortcut().isEmpty():  # some platforms define none (Windows)
+            quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(quit_action)
         view = self.menuBar().addMenu("&View")
         refresh = QAction("&Refresh", self)
         refresh.setObjectName("refreshAction")

@@ -53,7 +53,7 @@ def test_blackbox_fail_refuse_proceed_remove(cli, llm_server: FakeLLMServer) -> 
     assert (final["processed_chunks"], final["pair_count"]) == (200, 200)
     assert llm_server.stats.requests == 80  # only the chunks without pairs
 
-    listing = cli("review", str(run["id"]), "--list").stdout.splitlines()
+    listing = cli("review", str(run["id"]), "--list", "--json").stdout.splitlines()
     pairs = [json.loads(line) for line in listing]
     assert sorted(p["chunk_id"] for p in pairs) == chunk_ids(200)  # every chunk exactly once
 
@@ -62,7 +62,7 @@ def test_blackbox_fail_refuse_proceed_remove(cli, llm_server: FakeLLMServer) -> 
     assert removed.returncode == 3  # generated with an approved pair: trained, not removed
     assert "1 approved pair(s)" in removed.stderr
     assert as_json(cli("run", str(run["id"]), "--json"))["pair_count"] == 200
-    assert len(cli("review", str(run["id"]), "--list").stdout.splitlines()) == 200
+    assert len(cli("review", str(run["id"]), "--list", "--json").stdout.splitlines()) == 200
 
 
 def test_remove_of_a_failed_run_deletes_it(cli, llm_server: FakeLLMServer) -> None:

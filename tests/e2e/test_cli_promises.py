@@ -47,7 +47,8 @@ def tree_digest(root: Path) -> dict[str, str]:
 def test_a_generated_run_with_every_pair_rejected_can_be_removed_then_generate(cli) -> None:
     run = as_json(cli("generate", "--wait", "--json"))
     pairs = [
-        json.loads(line) for line in cli("review", str(run["id"]), "--list").stdout.splitlines()
+        json.loads(line)
+        for line in cli("review", str(run["id"]), "--list", "--json").stdout.splitlines()
     ]
     ids = [str(p["id"]) for p in pairs]
     assert cli("review", str(run["id"]), "--reject", *ids).returncode == 0
@@ -65,9 +66,10 @@ def test_a_generated_run_with_every_pair_rejected_can_be_removed_then_generate(c
 def test_approve_all_leaves_rejections_alone_unless_forced(cli) -> None:
     run = as_json(cli("generate", "--wait", "--json"))
     rid = str(run["id"])
-    first = [json.loads(line)["id"] for line in cli("review", rid, "--list").stdout.splitlines()][
-        :5
-    ]
+    first = [
+        json.loads(line)["id"]
+        for line in cli("review", rid, "--list", "--json").stdout.splitlines()
+    ][:5]
     assert cli("review", rid, "--reject", *map(str, first)).returncode == 0
     out = cli("review", rid, "--approve-all")
     assert "Approved 195 pairs" in out.stdout
@@ -284,3 +286,21 @@ def test_smoke_works_without_the_gui_command(cli) -> None:
     out = cli("--smoke", extra_env={"QT_QPA_PLATFORM": "offscreen"})
     assert out.returncode == 0, out.stderr
     assert "window shown" in out.stdout
+
+
+def test_review_list_is_a_table_a_person_reads_and_json_lines_with_json(cli) -> None:
+    """Issue 26: `review N --list` printed raw JSON lines though --json is the documented way
+    to ask for them."""
+    run = as_json(cli("generate", "--wait", "--json"))
+    rid = str(run["id"])
+    pairs = [
+        json.loads(line) for line in cli("review", rid, "--list", "--json").stdout.splitlines()
+    ]
+    assert cli("review", rid, "--approve", str(pairs[0]["id"])).returncode == 0
+    table = cli("review", rid, "--list").stdout.splitlines()
+    assert table[0].split() == ["id", "verdict", "question", "chunk"]
+    first = next(line for line in table if line.split()[0] == str(pairs[0]["id"]))
+    assert "approved" in first and pairs[0]["chunk_id"] in first
+    assert pairs[0]["question"][:20] in first
+    assert not any(line.startswith("{") for line in table)
+    assert table[-1].startswith(f"{len(pairs)} pairs: 1 approved, 0 rejected")

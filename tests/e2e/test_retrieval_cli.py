@@ -121,7 +121,9 @@ def test_verdicts_activation_and_export_from_the_command_line(
     filters = {"DMDESK_QUALITY_FILTERS": "true"}
     gen = run_cli("generate", "--wait", "--json", extra_env=filters)
     assert gen.returncode == 0, gen.stderr
-    listed = [json.loads(line) for line in run_cli("review", "1", "--list").stdout.splitlines()]
+    listed = [
+        json.loads(line) for line in run_cli("review", "1", "--list", "--json").stdout.splitlines()
+    ]
     assert len(listed) == 60 and all("flags" in p for p in listed)
     flagged = [p for p in listed if p["flags"]]
     assert all(p["approved"] is False for p in flagged)

@@ -298,3 +298,31 @@ def test_reads_that_fail_for_a_while_show_paused_then_live_again(
     insert_run(win.ctx, "generated", owner="other-process")
     qtbot.waitUntil(lambda: not label.isVisible(), timeout=4_000)
     qtbot.waitUntil(lambda: win.page.history_model.rowCount() == 1, timeout=2_000)
+
+
+def test_ctrl_q_quits_through_the_same_close_protocol(
+    qtbot, dmdesk_window, dmdesk_llm_server: FakeLLMServer
+) -> None:
+    """File → Quit (Ctrl+Q): during a run it asks as the window manager's close does (Cancel
+    keeps everything); Stop and close then ends the run resumable and closes. A window with no
+    window manager (kiosk, VNC, bare X) can be quit by key."""
+    from PySide6.QtGui import QAction
+
+    win = generating_window(qtbot, dmdesk_window, dmdesk_llm_server, chunks=25, latency=0.2)
+    w = win.window
+    action = w.findChild(QAction, "quitAction")
+    assert action is not None and action.shortcut().toString() == "Ctrl+Q"
+    qtbot.keyClick(w, Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier)
+    answer_close(qtbot, w, "cancel")
+    assert w.isVisible() and w.page.job_running
+    qtbot.keyClick(w, Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier)
+    answer_close(qtbot, w, "stopAndCloseButton")
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=15_000)
+    (run,) = TrainingRunService(win.ctx).list_runs()
+    assert run.status is RunStatus.GENERATING_FAILED
+
+
+def test_ctrl_q_closes_an_idle_window_at_once(qtbot, dmdesk_window) -> None:
+    win = dmdesk_window(chunks=3)
+    qtbot.keyClick(win.window, Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: not win.window.isVisible(), timeout=5_000)

@@ -65,8 +65,24 @@ def test_small_samples_carry_their_interval_and_a_warning() -> None:
 
 def test_too_few_unseen_pairs_are_never_activated() -> None:
     d = decide({"evaluated_on": "training pairs", "heldout_ranks": {"before": [9], "after": [1]}})
-    assert d["activated"] is False and "too few pairs" in d["reason"]
+    assert d["activated"] is False and "too few test pairs" in d["reason"]
     assert decide({"recall@10": 0.8})["activated"] is False
+
+
+def test_the_small_sample_message_counts_test_pairs_and_says_what_would_do() -> None:
+    """Issue 26: "(21; at least 5 needed)" read as if 21 were fewer than 5. The 5 are test
+    pairs: say how many there are, out of how many approved, and what would give 5."""
+    d = decide(
+        {
+            "evaluated_on": "training pairs",
+            "approved_pairs": 21,
+            "split_test_pairs": 3,
+            "heldout_ranks": {"before": [2] * 21, "after": [1] * 21},
+        }
+    )
+    assert d["activated"] is False and d["pairs"] == 3
+    assert "3 of the 21 approved pairs are test pairs" in d["reason"]
+    assert "at least 5 are needed" in d["reason"] and "about 25 approved pairs" in d["reason"]
 
 
 def test_bootstrap_interval_brackets_the_mean() -> None:
