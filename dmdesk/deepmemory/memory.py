@@ -22,7 +22,9 @@ from dmdesk.domain.errors import NotEnoughMemory
 MB = 2**20
 LIMIT_ENV = "DMDESK_MEMORY_LIMIT_MB"
 ID_BYTES = 160  # a chunk id as a Python str in a list and in a {id: row} dict (measured ~150)
-SLACK = 256 * MB  # torch's and BLAS's work buffers, the store reader's batch, allocator slack
+# torch's and BLAS's work buffers, the store reader's batch and deeplake's chunk cache
+# (dmdesk.vectorstore.service.MEMORY_CACHE_MB), allocator slack
+SLACK = 384 * MB
 
 
 def _read_int(path: Path) -> int | None:

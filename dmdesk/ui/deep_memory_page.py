@@ -188,7 +188,7 @@ class DeepMemoryPage(QWidget):
         """The Workflow card from the same runs as the History: the oldest unfinished run
         blocks (runs come newest first), as the service says."""
         blocking = next((r for r in reversed(runs) if r.status is not RunStatus.COMPLETED), None)
-        self.workflow.set_state(blocking, job_running=self.job_running)
+        self.workflow.set_state(blocking, job_running=self.job_running, runs=runs)
 
     def refresh(self) -> None:
         """Reload everything the page shows (FR-7.6)."""
@@ -374,6 +374,7 @@ class DeepMemoryPage(QWidget):
             self.refresh()
             return
         self.history_model.update_run(run)
+        self._show_blocking(self.history_model.runs())  # the card follows the row it refreshed
 
     @Slot(int)
     def _on_remove_requested(self, run_id: int) -> None:

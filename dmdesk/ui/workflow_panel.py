@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dmdesk.domain.errors import DmdeskError, GenerationBlocked
+from dmdesk.domain.errors import STOPPED_BY_ADMIN, DmdeskError, GenerationBlocked
 from dmdesk.domain.models import RunView
 from dmdesk.domain.status import FAILED, RunStatus, phase_label
 
@@ -33,11 +33,15 @@ PHASE_TEXT = {"generation": "Generating questions", "training": "Training Deep M
 
 
 def blocked_text(run: RunView) -> str:
-    """FR-7.4: why Generate is disabled, naming the blocking run's status."""
-    return blocked_message(run.id, run.status, run.approved_count)
+    """FR-7.4: why Generate is disabled, naming the blocking run's status — a run the admin
+    stopped reads as stopped, as its History row does."""
+    stopped = run.status in FAILED and STOPPED_BY_ADMIN in (run.error_message or "")
+    return blocked_message(run.id, run.status, run.approved_count, stopped=stopped)
 
 
-def blocked_message(run_id: int, status: RunStatus | str, approved_count: int | None) -> str:
+def blocked_message(
+    run_id: int, status: RunStatus | str, approved_count: int | None, *, stopped: bool = False
+) -> str:
     """The window's words for a blocked generation: its buttons, not CLI commands (the error
     carries the facts; dmdesk.domain.errors.GenerationBlocked phrases them for the CLI)."""
     status = RunStatus(status)
@@ -51,10 +55,30 @@ def blocked_message(run_id: int, status: RunStatus | str, approved_count: int | 
         what = "wait for its generation to finish"
     else:
         what = "wait for its training to finish"
+    phrase = STATUS_PHRASE[status]
+    if stopped:
+        phrase = "was stopped during " + phase_label(status)
     return (
-        f"Run #{run_id} {STATUS_PHRASE[status]}: a new generation can start only when every "
+        f"Run #{run_id} {phrase}: a new generation can start only when every "
         f"run is completed or removed — {what}."
     )
+
+
+def _next_step(blocking: RunView | None, runs: list[RunView] | None) -> str:
+    """The review line when there is nothing to review: what comes next, from the runs."""
+    if blocking is not None:
+        if blocking.status is RunStatus.GENERATING:
+            return f"Review and training follow when run #{blocking.id} has finished generating."
+        if blocking.status in FAILED:
+            return f"Run #{blocking.id} has to finish first: Proceed with it in Training History."
+        return f"Run #{blocking.id} is training; its results appear in Training History."
+    newest = runs[0] if runs else None
+    if newest is not None and newest.status is RunStatus.COMPLETED:
+        return (
+            f"Run #{newest.id} is completed; its results are in Training History. Generate "
+            "starts the next run."
+        )
+    return "Review and training follow a finished generation."
 
 
 def user_message(exc: DmdeskError) -> str:
@@ -74,6 +98,7 @@ class WorkflowPanel(QGroupBox):
         super().__init__("Training Workflow", parent)
         self.setObjectName("workflowCard")
         self._run: RunView | None = None
+        self._ended: tuple[int, RunStatus] | None = None  # what the last job's line describes
         layout = QVBoxLayout(self)
 
         # 1. Generate
@@ -139,10 +164,23 @@ class WorkflowPanel(QGroupBox):
 
     # -- state ---------------------------------------------------------------------------------
 
-    def set_state(self, blocking: RunView | None, *, job_running: bool) -> None:
-        """Buttons from the page state: the run that blocks generation (if any), and whether a
-        job runs in this window."""
+    def set_state(
+        self,
+        blocking: RunView | None,
+        *,
+        job_running: bool,
+        runs: list[RunView] | None = None,
+    ) -> None:
+        """Every line of the card from the current runs (newest first; the blocking run is the
+        oldest unfinished one), each time they change — never left from an earlier moment. The
+        running job's own progress line is the job's while it runs; the line a finished job
+        left stays only while its run is still in the state it describes."""
         self._run = blocking
+        if not job_running and self._ended is not None and runs is not None:
+            now = next((r for r in runs if r.id == self._ended[0]), None)
+            if now is None or now.status is not self._ended[1]:
+                self._ended = None
+                self.progress_box.hide()
         self.generate_button.setEnabled(blocking is None and not job_running)
         self.estimate_label.setVisible(
             bool(self.estimate_label.text()) and self.generate_button.isEnabled()
@@ -164,7 +202,7 @@ class WorkflowPanel(QGroupBox):
                 f"{blocking.approved_count} approved. Approve pairs, then train."
             )
         else:
-            self.review_label.setText("Review and training follow a finished generation.")
+            self.review_label.setText(_next_step(blocking, runs))
 
     def show_estimate(self, text: str) -> None:
         """The estimate of a new run ("" hides it); shown while Generate can start one."""
@@ -203,6 +241,7 @@ class WorkflowPanel(QGroupBox):
         self, final: RunView | None, *, stopped: bool = False, handed_over: bool = False
     ) -> None:
         self.stop_button.hide()
+        self._ended = (final.id, final.status) if final is not None else None
         if final is None:
             self.progress_box.hide()
             return

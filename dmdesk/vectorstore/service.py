@@ -65,6 +65,10 @@ class VectorStoreService:
         return ds
 
     def _open_local(self) -> Any:
+        """deeplake 3.9 keeps up to 2,000 MB of a local dataset's chunks in memory by default:
+        reading a 1M-chunk store's embeddings (1.5 GB) then held 1.2 GB more than the matrix
+        (bench/local_scale.py: peak 3.5 GB). dmdesk reads each chunk once, in order, so a small
+        cache costs nothing measurable."""
         path = Path(self.path or "").expanduser()
         if not path.exists():
             raise VectorStoreError(f"The vector store path {path} does not exist.")
@@ -75,7 +79,9 @@ class VectorStoreService:
             )
         deeplake = import_deeplake()
         try:
-            return deeplake.load(str(path), read_only=True, verbose=False)
+            return deeplake.load(
+                str(path), read_only=True, verbose=False, memory_cache_size=MEMORY_CACHE_MB
+            )
         except Exception as exc:
             raise VectorStoreError(
                 f"Cannot open the DeepLake dataset at {path}: {type(exc).__name__}: {exc}"
@@ -224,6 +230,9 @@ class VectorStoreService:
 
     def close(self) -> None:
         self._ds = None
+
+
+MEMORY_CACHE_MB = 64  # deeplake's in-memory chunk cache for a local store (default: 2,000)
 
 
 def open_store(path: str | None) -> VectorStoreService:
