@@ -50,6 +50,7 @@ def build_store(n: int, dim: int) -> Path:
     if (path / "dataset_meta.json").is_file():
         return path
     from dmdesk.vectorstore._deeplake import import_deeplake
+    from dmdesk.vectorstore.service import create_store_tensors
 
     deeplake = import_deeplake()
     tmp = path.with_name(path.name + ".tmp")
@@ -57,10 +58,7 @@ def build_store(n: int, dim: int) -> Path:
     t0 = time.perf_counter()
     ds = deeplake.empty(str(tmp), overwrite=True, verbose=False)
     with ds:
-        ds.create_tensor("text", htype="text", create_shape_tensor=False, create_id_tensor=False)
-        ds.create_tensor("id", htype="text", create_shape_tensor=False, create_id_tensor=False)
-        ds.create_tensor("metadata", htype="json", create_shape_tensor=False)
-        ds.create_tensor("embedding", htype="embedding", dtype="float32")
+        create_store_tensors(ds)
         for b in range(0, (n + BATCH - 1) // BATCH):
             rows = range(b * BATCH, min(n, (b + 1) * BATCH))
             ds.extend(

@@ -30,7 +30,7 @@ from dmdesk.embeddings import (
 )
 from dmdesk.services.context import ServiceContext
 from dmdesk.vectorstore._deeplake import import_deeplake
-from dmdesk.vectorstore.service import VectorStoreService
+from dmdesk.vectorstore.service import VectorStoreService, create_store_tensors
 
 IMPORT_BATCH = 256
 
@@ -278,12 +278,7 @@ def import_corpus(
     if ds is None:
         ds = deeplake.empty(str(store_dir), verbose=False)
         with ds:
-            ds.create_tensor(
-                "text", htype="text", create_shape_tensor=False, create_id_tensor=False
-            )
-            ds.create_tensor("id", htype="text", create_shape_tensor=False, create_id_tensor=False)
-            ds.create_tensor("metadata", htype="json", create_shape_tensor=False)
-            ds.create_tensor("embedding", htype="embedding", dtype="float32")
+            create_store_tensors(ds)
     if progress:
         progress("writing", len(todo), len(todo))
     with ds:

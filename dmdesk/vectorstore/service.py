@@ -249,6 +249,15 @@ def _as_str_list(tensor_view: Any) -> list[str]:
     return [v if isinstance(v, str) else str(v) for v in values]
 
 
+def create_store_tensors(ds: Any) -> None:
+    """The tensors deeplake's VectorStore uses (text, id, metadata, embedding), on an empty
+    dataset: one schema for every store dmdesk writes."""
+    ds.create_tensor("text", htype="text", create_shape_tensor=False, create_id_tensor=False)
+    ds.create_tensor("id", htype="text", create_shape_tensor=False, create_id_tensor=False)
+    ds.create_tensor("metadata", htype="json", create_shape_tensor=False)
+    ds.create_tensor("embedding", htype="embedding", dtype="float32")
+
+
 def create_local_store(
     path: str | Path,
     ids: Sequence[str],
@@ -262,10 +271,7 @@ def create_local_store(
     deeplake = import_deeplake()
     ds = deeplake.empty(str(path), overwrite=overwrite, verbose=False)
     with ds:
-        ds.create_tensor("text", htype="text", create_shape_tensor=False, create_id_tensor=False)
-        ds.create_tensor("id", htype="text", create_shape_tensor=False, create_id_tensor=False)
-        ds.create_tensor("metadata", htype="json", create_shape_tensor=False)
-        ds.create_tensor("embedding", htype="embedding", dtype="float32")
+        create_store_tensors(ds)
         data: dict[str, Any] = {"text": list(texts), "id": list(ids)}
         data["metadata"] = list(metadata) if metadata is not None else [{} for _ in ids]
         if embeddings is not None:
