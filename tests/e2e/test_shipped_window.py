@@ -60,7 +60,15 @@ class Observed:
         self.proc = proc
         self.reports: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def close(self) -> None:
+        """After the child has exited: the reader has met the end of its output; the pipe is
+        closed here, not left to the garbage collector (pytest turns that into an error)."""
+        self._reader.join(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -120,6 +128,7 @@ def shipped_window(tmp_path: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        observed.close()
         server.stop()
 
 

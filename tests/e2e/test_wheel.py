@@ -95,7 +95,8 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_wheel_holds_the_product_and_its_data_and_nothing_else(wheel: Path) -> None:
-    names = zipfile.ZipFile(wheel).namelist()
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
     assert not [n for n in names if n.split("/")[0] in ("tests", "bench", "tools", "docs")]
     assert "dmdesk/migrations/env.py" in names and "dmdesk/migrations/script.py.mako" in names
     versions = [n for n in names if n.startswith("dmdesk/migrations/versions/")]
