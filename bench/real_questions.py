@@ -190,11 +190,12 @@ def main() -> int:
     decision = (run.metrics or {}).get("activation", {})
     print(f"training: {run.status.value}; {decision.get('reason')}", flush=True)
 
-    served = retrieval.evaluate(ctx, beir / "queries.jsonl", beir / "qrels.tsv", [1, 3, 5, 10])
+    labelled = retrieval.read_labelled(beir / "queries.jsonl", beir / "qrels.tsv")
+    served = retrieval.evaluate(ctx, *labelled, [1, 3, 5, 10])
     from dmdesk.deepmemory import adapters
 
     adapters.activate(ctx.config.data_dir, run.id, ctx.config.vector_store_path)
-    trained = retrieval.evaluate(ctx, beir / "queries.jsonl", beir / "qrels.tsv", [1, 3, 5, 10])
+    trained = retrieval.evaluate(ctx, *labelled, [1, 3, 5, 10])
     without = served["without"]
     used = served.get("with", without)
     model = trained.get("with", without)

@@ -213,9 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     im = command("import", "add a BEIR-style corpus to the local store")
     im.add_argument("corpus")
 
-    ev = command("evaluate", "BEIR-style recall@k and MRR")
-    ev.add_argument("queries")
-    ev.add_argument("qrels")
+    ev = command(
+        "evaluate",
+        "recall@k and MRR on labelled questions (BEIR queries + qrels, or --csv); --save keeps "
+        "them as the store's evaluation set, which every training run is judged on; with no "
+        "file, the saved set",
+    )
+    ev.add_argument("queries", nargs="?")
+    ev.add_argument("qrels", nargs="?")
+    ev.add_argument("--csv", metavar="FILE", help="rows of question,chunk_id")
+    ev.add_argument("--save", action="store_true", help="keep them as the evaluation set")
+    ev.add_argument("--forget", action="store_true", help="drop the saved evaluation set")
     ev.add_argument("-k", default="1,3,5,10")
     ev.add_argument("--json", action="store_true")
 
@@ -281,6 +289,10 @@ def _print_run(run: RunView) -> None:
         print(f"  model      {state}")
         if run.activation_note:
             print(f"  guard      {run.activation_note}")
+        from dmdesk.deepmemory.guard import verdict_lines
+
+        for line in verdict_lines(run.metrics):
+            print(f"  judged     {line}")
     if run.error_message:
         print(f"  error      {run.error_message}")
     if run.status in FAILED:
@@ -625,6 +637,27 @@ def _parse_ks(text: str) -> list[int]:
     return ks
 
 
+def _labelled(args: argparse.Namespace, saved: Any) -> tuple[list[str], list[list[str]], str]:
+    """Which labelled questions `dmdesk evaluate` measures: the files given, else the store's
+    saved evaluation set; (questions, relevant ids, source) — the files are read by the caller."""
+    if args.csv and args.queries:
+        raise InvalidSettings("Give either QUERIES.jsonl QRELS.tsv or --csv FILE, not both.")
+    if args.queries and not args.qrels:
+        raise InvalidSettings("QUERIES.jsonl needs its QRELS.tsv (query-id, corpus-id, score).")
+    if args.csv:
+        return [], [], str(args.csv)
+    if args.queries:
+        return [], [], str(args.queries)
+    if args.save:
+        raise InvalidSettings("--save needs the questions: QUERIES.jsonl QRELS.tsv or --csv FILE.")
+    if saved is None:
+        raise InvalidSettings(
+            "No evaluation set is saved for this store: give QUERIES.jsonl QRELS.tsv or "
+            "--csv FILE (add --save to keep them as the store's evaluation set)."
+        )
+    return saved.questions, saved.relevant, saved.source
+
+
 def _retrieval(cmd: str, args: argparse.Namespace, ctx: Any) -> int:
     from pathlib import Path
 
@@ -647,7 +680,29 @@ def _retrieval(cmd: str, args: argparse.Namespace, ctx: Any) -> int:
                 f" ({counts['skipped']} already there)."
             )
             return EXIT_OK
-        result = retrieval.evaluate(ctx, Path(args.queries), Path(args.qrels), _parse_ks(args.k))
+        ks = _parse_ks(args.k)
+        if args.forget:
+            from dmdesk.deepmemory import evalset
+
+            gone = evalset.remove(ctx.config.data_dir, ctx.config.vector_store_path or "")
+            print("Evaluation set removed." if gone else "No evaluation set was saved.")
+            return EXIT_OK
+        questions, relevant, source = _labelled(args, retrieval.saved_evaluation_set(ctx))
+        if args.csv or args.queries:
+            questions, relevant = (
+                retrieval.read_question_csv(Path(args.csv))
+                if args.csv
+                else retrieval.read_labelled(Path(args.queries), Path(args.qrels))
+            )
+        result = retrieval.evaluate(
+            ctx, questions, relevant, ks, save_as=source if args.save else None
+        )
+        if "saved" in result:
+            print(
+                f"Saved as this store's evaluation set: {result['saved']}. Every training run "
+                "is now judged on it too.",
+                file=sys.stderr if args.json else sys.stdout,
+            )
         if args.json:
             _print_json({k: v for k, v in result.items() if k in ("without", "with")})
         else:

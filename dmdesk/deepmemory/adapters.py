@@ -35,7 +35,8 @@ def _dir(data_dir: Path) -> Path:
     return Path(data_dir) / "adapters"
 
 
-def _key(store_path: str) -> str:
+def store_key(store_path: str) -> str:
+    """How a store is named in the sidecars: hub:// as given, a local path resolved."""
     return store_path if store_path.startswith("hub://") else str(Path(store_path).resolve())
 
 
@@ -63,7 +64,7 @@ def save_adapter(
         d / f"run-{run_id}.json",
         {
             "run_id": run_id,
-            "vector_store_path": _key(store_path),
+            "vector_store_path": store_key(store_path),
             "embedding": embedding,
             "metrics": metrics,
         },
@@ -86,9 +87,9 @@ def activate(data_dir: Path, run_id: int | None, store_path: str) -> None:
     d.mkdir(parents=True, exist_ok=True)
     active = _read_active(data_dir)
     if run_id is None:
-        active.pop(_key(store_path), None)
+        active.pop(store_key(store_path), None)
     else:
-        active[_key(store_path)] = run_id
+        active[store_key(store_path)] = run_id
     _write_json(d / "active.json", active)
 
 
@@ -96,7 +97,7 @@ def active_run(data_dir: Path, store_path: str | None) -> int | None:
     """The run whose model is in use for the store (either backend), or None."""
     if not store_path:
         return None
-    value = _read_active(data_dir).get(_key(store_path))
+    value = _read_active(data_dir).get(store_key(store_path))
     return int(value) if isinstance(value, int) else None
 
 

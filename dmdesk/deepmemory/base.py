@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dmdesk.deepmemory.evalset import EvaluationSet
 from dmdesk.domain.errors import InvalidSettings
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ class TrainingRequest:
     settings: dict[str, Any] = field(default_factory=dict)
     # The job a previous attempt of this run submitted (Proceed asks what became of it).
     previous_job_id: str | None = None
+    # The store's evaluation set (real questions), measured before and after by the local
+    # engine; the guard's verdict rests on it (dmdesk.deepmemory.guard).
+    evaluation: EvaluationSet | None = None
 
 
 ProgressFn = Callable[[float, str], None]

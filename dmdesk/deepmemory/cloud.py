@@ -4,9 +4,9 @@
   embedding goes in as :class:`~dmdesk.embeddings.DeepLakeEmbedding`, the only form deeplake's
   `embedder.py` accepts for train, search and evaluate alike.
 * `deep_memory.train(queries, relevance)` on the approved pairs of the train and validation
-  splits (dmdesk.deepmemory.guard.split_pairs: by chunk, deterministic, so a re-submission sends
-  exactly the same data), relevance as integer 1 as deeplake documents it. The job id is handed
-  to `on_job_id` at once, so it survives any crash.
+  splits (dmdesk.deepmemory.guard.split_pairs: by chunk and question, deterministic, so a
+  re-submission sends exactly the same data), relevance as integer 1 as deeplake documents it.
+  The job id is handed to `on_job_id` at once, so it survives any crash.
 * Follows the job by polling its JSON status through deeplake's client (`deep_memory.status()`
   only prints a table). Every network call is bounded: deeplake's own retry loop is capped by
   :func:`~dmdesk.vectorstore._deeplake.prepare_cloud`, each poll runs where Stop can leave it
@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from dmdesk.deepmemory.base import ProgressFn, TrainingRequest
-from dmdesk.deepmemory.guard import split_pairs
+from dmdesk.deepmemory.guard import Split, split_pairs
 from dmdesk.deepmemory.metrics import DEFAULT_KS, metrics_from_ranks
 from dmdesk.domain.errors import Cancelled, TrainingError
 from dmdesk.embeddings import DeepLakeEmbedding, EmbeddingFunction
@@ -446,6 +446,7 @@ class DeepLakeCloudBackend:
         cancel: threading.Event,
     ) -> dict[str, Any]:
         train_idx, held_idx = _split(request)
+        unseen = set(_split_of(request).unseen) if held_idx != train_idx else set()
         queries = [request.queries[i] for i in held_idx]
         relevant = [{str(cid) for cid, _ in request.relevance[i]} for i in held_idx]
         try:
@@ -469,13 +470,15 @@ class DeepLakeCloudBackend:
             "job_id": job_id,
             "before": metrics_from_ranks(before, DEFAULT_KS),
             "after": metrics_from_ranks(after, DEFAULT_KS),
-            "heldout_ranks": {"before": before, "after": after},
+            "heldout_ranks": {
+                "before": before,
+                "after": after,
+                "unseen": [p for p, i in enumerate(held_idx) if i in unseen],
+            },
             "train_pairs": len(train_idx),
             "heldout_pairs": len(held_idx),
             "approved_pairs": len(request.queries),
-            "split_test_pairs": len(
-                split_pairs([r[0][0] if r else "" for r in request.relevance]).test
-            ),
+            "split_test_pairs": len(_split_of(request).test),
             "evaluated_on": "training pairs" if held_idx == train_idx else "held-out pairs",
             "job": last,
         }
@@ -520,10 +523,15 @@ class DeepLakeCloudBackend:
         return ", ".join(parts)
 
 
+def _split_of(request: TrainingRequest) -> Split:
+    return split_pairs([r[0][0] if r else "" for r in request.relevance], request.queries)
+
+
 def _split(request: TrainingRequest) -> tuple[list[int], list[int]]:
-    """DeepLake trains on train + validation (it picks its own epochs); the test pairs, on
-    chunks it never saw, judge the model (dmdesk.deepmemory.guard)."""
-    split = split_pairs([r[0][0] if r else "" for r in request.relevance])
+    """DeepLake trains on train + validation (it picks its own epochs); the test pairs — new
+    questions about trained chunks, and chunks it never saw — judge the model
+    (dmdesk.deepmemory.guard)."""
+    split = _split_of(request)
     if not split.measurable:
         everything = list(range(len(request.queries)))
         return everything, everything

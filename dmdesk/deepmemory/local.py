@@ -16,14 +16,16 @@ relevant chunk) pairs; this engine does the same on the admin's machine:
   most 2,000 questions, the held-out test at most 5,000 (evenly spaced), always ranked exactly
   over the whole store. Before the store is read the memory it needs is checked
   (dmdesk.deepmemory.memory): a run that cannot fit fails with that message, never an OOM kill;
-* pairs are split by chunk into train / validation / test (dmdesk.deepmemory.guard.split_pairs);
-  for each candidate strength λ training stops early when validation MRR has not improved for
-  `patience` epochs and keeps the best W; the strength with the best validation MRR wins, and
-  W = I when none beats it;
+* pairs are split into train / validation / test by chunk and question
+  (dmdesk.deepmemory.guard.split_pairs: new questions about trained chunks, as Deep Memory is
+  used, plus an unseen-chunks slice); for each candidate strength λ training stops early when
+  validation MRR has not improved for `patience` epochs and keeps the best W; the strength with
+  the best validation MRR wins, and W = I when none beats it;
 * metrics: recall@1/3/5/10 and MRR on the test pairs (never trained or validated on), before
   (W = I) and after, with per-query ranks (and those of the store's active model) for the
-  activation guard (dmdesk.deepmemory.guard.decide). The engine saves the adapter; it never
-  activates it — the training job does, when the guard says so.
+  activation guard (dmdesk.deepmemory.guard.decide), and the same for the store's evaluation
+  set of real questions when the admin saved one (dmdesk.deepmemory.evalset). The engine saves
+  the adapter; it never activates it — the training job does, when the guard says so.
 
 Published lifts of such adapters are modest (DESIGN.md): recall@1 may fall while recall@10 rises,
 which is why several k are reported.
@@ -296,7 +298,7 @@ class LocalEngineBackend:
                     "training Deep Memory locally",
                     store.row_count(),
                     dim,
-                    len(request.queries),
+                    len(request.queries) + len(request.evaluation or ()),
                     max(self.params.pool, self.params.validation_pool),
                 )
             ids, corpus = store.corpus_embeddings(
@@ -325,7 +327,7 @@ class LocalEngineBackend:
                 "to the model the store was built with, then Proceed."
             )
         positives = np.array([row for _, row in pairs])
-        split = split_pairs([ids[row] for _, row in pairs])
+        split = split_pairs([ids[row] for _, row in pairs], [q for q, _ in pairs])
         if split.measurable:
             train_idx = split.train
             val_idx = sample(split.validation, MAX_VALIDATION)
@@ -391,9 +393,11 @@ class LocalEngineBackend:
             )
             return [int(r.min()) for r in found]
 
+        unseen = set(split.unseen) if split.measurable else set()
         heldout_ranks: dict[str, Any] = {
             "before": test_ranks(test_q, "Ranking held-out questions without Deep Memory"),
             "after": test_ranks(normalise(test_q @ W.T), "Ranking held-out questions with it"),
+            "unseen": [p for p, i in enumerate(test_idx) if i in unseen],
         }
         before = metrics_from_ranks(heldout_ranks["before"])
         after = metrics_from_ranks(heldout_ranks["after"])
@@ -404,6 +408,9 @@ class LocalEngineBackend:
                 current.apply(test_q), "Ranking held-out questions with the active model"
             )
             heldout_ranks["active_run"] = current.run_id
+        evaluation = self._on_evaluation_set(
+            request, embed, ids, corpus, W, current, cancel, scanning
+        )
         seconds = time.perf_counter() - t0
         metrics: dict[str, Any] = {
             "backend": "local",
@@ -424,6 +431,8 @@ class LocalEngineBackend:
             "seconds": round(seconds, 2),
             "pairs_per_second": round(len(train_idx) * done_epochs / max(seconds, 1e-9), 1),
         }
+        if evaluation:
+            metrics |= evaluation
         if split.measurable and len(split.test) > len(test_idx):
             metrics["heldout_pairs_available"] = len(split.test)
         if split.measurable and len(split.validation) > len(val_idx):
@@ -433,3 +442,56 @@ class LocalEngineBackend:
         )
         progress(1.0, f"held-out MRR {before['mrr']:.3f} → {after['mrr']:.3f}")
         return metrics
+
+    @staticmethod
+    def _on_evaluation_set(
+        request: TrainingRequest,
+        embed: EmbeddingFunction,
+        ids: list[str],
+        corpus: np.ndarray,
+        W: np.ndarray,
+        current: adapters.Adapter | None,
+        cancel: threading.Event,
+        scanning: Callable[[str, float], Callable[[int, int], None]],
+    ) -> dict[str, Any]:
+        """Ranks of the store's evaluation set (real questions) without Deep Memory, with the new
+        model and with the active one — exact, over the whole store — for the guard."""
+        found = request.evaluation
+        if not found:
+            return {}
+        row_of = {cid: i for i, cid in enumerate(ids)}
+        kept = [
+            (q, [row_of[c] for c in rel if c in row_of])
+            for q, rel in zip(found.questions, found.relevant, strict=True)
+        ]
+        kept = [(q, rows) for q, rows in kept if rows and q.strip()]
+        if not kept:
+            return {"evaluation_set": {"questions": 0, "source": found.source}}
+        q = np.ascontiguousarray(embed([t for t, _ in kept]), dtype=np.float32)
+        rel = [rows for _, rows in kept]
+
+        def ranks(vectors: np.ndarray, what: str) -> list[int]:
+            return [
+                int(r.min())
+                for r in blockwise.relevant_ranks(
+                    vectors, corpus, rel, cancel=cancel, progress=scanning(what, 0.97)
+                )
+            ]
+
+        out: dict[str, Any] = {
+            "before": ranks(q, "Ranking the evaluation set without Deep Memory"),
+            "after": ranks(normalise(q @ W.T), "Ranking the evaluation set with it"),
+        }
+        if current is not None and current.matrix.shape == W.shape:
+            out["active"] = ranks(current.apply(q), "Ranking the evaluation set, active model")
+        return {
+            "evaluation_ranks": out,
+            "evaluation_set": {
+                "questions": len(kept),
+                "skipped": len(found) - len(kept),
+                "source": found.source,
+                "saved_at": found.saved_at,
+                "before": metrics_from_ranks(out["before"]),
+                "after": metrics_from_ranks(out["after"]),
+            },
+        }

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from dmdesk.deepmemory import adapters, memory
+from dmdesk.deepmemory import adapters, evalset, memory
 from dmdesk.deepmemory.metrics import retrieval_metrics
 from dmdesk.domain.errors import InvalidSettings, RuleViolation, VectorStoreError
 from dmdesk.embeddings import (
@@ -315,19 +315,61 @@ def read_qrels(path: Path) -> dict[str, dict[str, float]]:
     return qrels
 
 
-def evaluate(
-    ctx: ServiceContext, queries_path: Path, qrels_path: Path, ks: Sequence[int]
-) -> dict[str, Any]:
-    """recall@k and MRR of the store for labelled queries, without and (when an adapter is
-    active for this store) with Deep Memory."""
-    if not ks or any(k < 1 for k in ks):
-        raise InvalidSettings("-k takes positive whole numbers, e.g. 1,3,5,10.")
+def read_labelled(queries_path: Path, qrels_path: Path) -> tuple[list[str], list[list[str]]]:
+    """Questions and their relevant chunk ids from BEIR queries (JSON lines) and qrels."""
     qrels = read_qrels(qrels_path)
     queries = {
         str(o["_id"]): str(o.get("text", ""))
         for _, o in read_jsonl(Path(queries_path))
         if "_id" in o
     }
+    kept = [(text, list(qrels[qid])) for qid, text in queries.items() if qid in qrels]
+    return [t for t, _ in kept], [r for _, r in kept]
+
+
+def read_question_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Questions and their relevant chunk ids from a CSV of `question,chunk_id` rows (a header
+    row is optional; a question on several rows has several relevant chunks)."""
+    relevant: dict[str, list[str]] = {}
+    try:
+        with Path(path).open(encoding="utf-8-sig", newline="") as f:
+            for n, row in enumerate(csv.reader(f), 1):
+                if not row or not "".join(row).strip():
+                    continue
+                if n == 1 and [c.strip().lower() for c in row[:2]] == ["question", "chunk_id"]:
+                    continue
+                if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                    raise InvalidSettings(f"{path}:{n} needs a question and a chunk id.")
+                ids = relevant.setdefault(row[0].strip(), [])
+                if row[1].strip() not in ids:
+                    ids.append(row[1].strip())
+    except FileNotFoundError:
+        raise InvalidSettings(f"{path} does not exist.") from None
+    except UnicodeDecodeError:
+        raise InvalidSettings(f"{path} is not UTF-8 text.") from None
+    except csv.Error as exc:
+        raise InvalidSettings(f"{path} is not a readable CSV file ({exc}).") from None
+    return list(relevant), list(relevant.values())
+
+
+def saved_evaluation_set(ctx: ServiceContext) -> evalset.EvaluationSet | None:
+    return evalset.load(ctx.config.data_dir, ctx.config.vector_store_path)
+
+
+def evaluate(
+    ctx: ServiceContext,
+    questions: Sequence[str],
+    relevant_ids: Sequence[Sequence[str]],
+    ks: Sequence[int],
+    *,
+    save_as: str | None = None,
+) -> dict[str, Any]:
+    """recall@k and MRR of the store for labelled questions, without and (when an adapter is
+    active for this store) with Deep Memory. `save_as` (the source's name) keeps the questions
+    that have an answer chunk in the store as the store's evaluation set, which every later
+    training run is judged on (dmdesk.deepmemory.evalset)."""
+    if not ks or any(k < 1 for k in ks):
+        raise InvalidSettings("-k takes positive whole numbers, e.g. 1,3,5,10.")
     embed = _embedding(ctx)
     store = ctx.vector_store_factory(ctx.config.vector_store_path)
     if store.is_cloud:
@@ -336,23 +378,36 @@ def evaluate(
         )
     dim = store.embedding_dim()
     if dim is not None:
-        memory.check_fits("dmdesk evaluate", store.row_count(), dim, len(queries))
+        memory.check_fits("dmdesk evaluate", store.row_count(), dim, len(questions))
     ids, corpus = store.corpus_embeddings(embed)
     row_of = {cid: i for i, cid in enumerate(ids)}
     kept = [
-        (qid, text, [row_of[c] for c in qrels[qid] if c in row_of])
-        for qid, text in queries.items()
-        if qid in qrels
+        (text, [row_of[c] for c in rel if c in row_of], [c for c in rel if c in row_of])
+        for text, rel in zip(questions, relevant_ids, strict=True)
     ]
-    kept = [k for k in kept if k[2] and k[1].strip()]
+    kept = [k for k in kept if k[1] and k[0].strip()]
     if not kept:
-        raise InvalidSettings("No query has a relevant document in the store.")
-    q = embed([t for _, t, _ in kept])
+        raise InvalidSettings("No question has a relevant chunk in the store.")
+    q = embed([t for t, _, _ in kept])
     adapter = adapters.active_adapter(ctx.config.data_dir, ctx.config.vector_store_path)
     check_dimensions(ctx, q.shape[1], corpus.shape[1], adapter)
-    relevant = [r for _, _, r in kept]
+    relevant = [r for _, r, _ in kept]
     result: dict[str, Any] = {"without": retrieval_metrics(q, corpus, relevant, ks)}
     if adapter is not None:
         result["with"] = retrieval_metrics(adapter.apply(q), corpus, relevant, ks)
-    result["skipped_queries"] = len(queries) - len(kept)
+    result["skipped_queries"] = len(questions) - len(kept)
+    if save_as is not None:
+        if len(kept) > evalset.MAX_QUESTIONS:
+            raise InvalidSettings(
+                f"An evaluation set holds at most {evalset.MAX_QUESTIONS:,} questions; this one "
+                f"has {len(kept):,}: keep a sample."
+            )
+        saved = evalset.save(
+            ctx.config.data_dir,
+            ctx.config.vector_store_path or "",
+            [t for t, _, _ in kept],
+            [c for _, _, c in kept],
+            save_as,
+        )
+        result["saved"] = saved.describe()
     return result

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
+from dmdesk.deepmemory import evalset
 from dmdesk.deepmemory.base import TrainingRequest
 from dmdesk.deepmemory.guard import decide
 from dmdesk.domain.errors import Cancelled, DmdeskError, TrainingError
@@ -57,6 +58,7 @@ class TrainingJob(RunJob):
             vector_store_path=settings.get("vector_store_path"),
             settings=settings,
             previous_job_id=previous_job_id,
+            evaluation=evalset.load(self.ctx.config.data_dir, settings.get("vector_store_path")),
         )
 
     def run(self) -> RunView:

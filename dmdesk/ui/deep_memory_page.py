@@ -9,6 +9,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QEventLoop, QModelIndex, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
@@ -469,6 +470,72 @@ class DeepMemoryPage(QWidget):
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.open()
 
+    def choose_evaluation_files(self) -> tuple[str, str | None] | None:
+        """Ask for real questions: a CSV of question,chunk_id rows, or BEIR queries (JSON lines)
+        and then their qrels (None: cancelled)."""
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Real questions for the evaluation set",
+            str(Path.home()),
+            "Questions (*.csv *.jsonl);;All files (*)",
+        )
+        if not path:
+            return None
+        if not path.endswith(".jsonl"):
+            return path, None
+        qrels, _ = QFileDialog.getOpenFileName(
+            self,
+            "Their answers: qrels (query-id, corpus-id, score)",
+            str(Path(path).parent),
+            "qrels (*.tsv);;All files (*)",
+        )
+        return (path, qrels) if qrels else None
+
+    @Slot()
+    def import_evaluation_set(self) -> None:
+        """File → Evaluation set…: real questions become the store's evaluation set, which
+        every later training run is judged on (dmdesk.deepmemory.evalset)."""
+        chosen = self.choose_evaluation_files()
+        if chosen:
+            self._evaluation_task = aio.spawn(
+                self._save_evaluation_set(*chosen), name="evaluation set"
+            )
+
+    async def _save_evaluation_set(self, path: str, qrels: str | None) -> None:
+        """Read, measure and save off the GUI thread (the store's embeddings are read)."""
+        from dmdesk.services import retrieval
+
+        def work() -> dict[str, Any]:
+            questions, relevant = (
+                retrieval.read_question_csv(Path(path))
+                if qrels is None
+                else retrieval.read_labelled(Path(path), Path(qrels))
+            )
+            return retrieval.evaluate(self.ctx, questions, relevant, [1, 10], save_as=path)
+
+        try:
+            result = await aio.in_thread(work)
+        except DmdeskError as exc:
+            self.show_error("Cannot save the evaluation set", exc.message)
+            return
+        plain = result["without"]
+        skipped = result.get("skipped_queries", 0)
+        box = QMessageBox(
+            QMessageBox.Icon.Information,
+            "Evaluation set saved",
+            f"Saved as this store's evaluation set: {result['saved']}."
+            + (f" {skipped} questions have no answer chunk in the store and were left out."
+               if skipped else "")
+            + f"\n\nWithout Deep Memory: recall@1 {plain['recall@1']:.3f}, recall@10 "
+            f"{plain['recall@10']:.3f}, MRR {plain['mrr']:.3f}.\n\nEvery training run from now "
+            "on is judged on these questions too: a model worse on them is never used.",
+            QMessageBox.StandardButton.Ok,
+            self,
+        )  # fmt: skip
+        box.setObjectName("evaluationSavedBox")
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
     def _reshow_details(self, run_id: int) -> None:
         try:
             run = self.runs.get_run(run_id)
@@ -512,7 +579,7 @@ class DeepMemoryPage(QWidget):
     def stop_tasks(self) -> None:
         """Cancel the page's own coroutines (the window is closing). An export already writing
         finishes in its thread (its folder is renamed into place whole, or not at all)."""
-        for name in ("_estimate_task", "_export_task"):
+        for name in ("_estimate_task", "_export_task", "_evaluation_task"):
             task = getattr(self, name, None)
             if task is not None:
                 task.cancel()

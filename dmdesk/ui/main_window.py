@@ -46,6 +46,15 @@ class MainWindow(QMainWindow):
         self._close_box: QMessageBox | None = None
         self.page.job_finished.connect(self._on_job_finished)
         file_menu = self.menuBar().addMenu("&File")
+        evaluation = QAction("&Evaluation set…", self)
+        evaluation.setObjectName("evaluationSetAction")
+        evaluation.setStatusTip(
+            "Save real questions (CSV question,chunk_id or BEIR queries + qrels) as the store's "
+            "evaluation set: every training run is judged on them"
+        )
+        evaluation.triggered.connect(self.page.import_evaluation_set)
+        file_menu.addAction(evaluation)
+        file_menu.addSeparator()
         quit_action = QAction("&Quit", self)
         quit_action.setObjectName("quitAction")
         # Ctrl+Q (the platform's standard key); the same close protocol as the window

@@ -9,6 +9,7 @@ from PySide6.QtCore import QRectF, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from dmdesk.deepmemory.guard import verdict_lines
 from dmdesk.domain.models import RunView
 
 BEFORE = QColor("#9ca3af")
@@ -90,6 +91,12 @@ class RunDetails(QWidget):
         self.numbers = QLabel()
         self.numbers.setObjectName("runDetailsNumbers")
         self.numbers.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Both verdicts: held-out synthetic pairs and the evaluation set of real questions (or
+        # plainly that there is none and the verdict rests on synthetic questions).
+        self.verdicts = QLabel()
+        self.verdicts.setObjectName("verdictsLabel")
+        self.verdicts.setWordWrap(True)
+        self.verdicts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.model_state = QLabel()
         self.model_state.setObjectName("modelState")
         self.model_state.setWordWrap(True)
@@ -113,6 +120,7 @@ class RunDetails(QWidget):
         layout.addWidget(self.warning)
         layout.addWidget(self.chart)
         layout.addWidget(self.numbers)
+        layout.addWidget(self.verdicts)
         layout.addWidget(self.model_state)
         layout.addLayout(buttons)
         self.use_button.clicked.connect(self._on_use_clicked)
@@ -162,6 +170,9 @@ class RunDetails(QWidget):
         else:
             self.warning.hide()
         self._run_id = run.id
+        lines = verdict_lines(m)
+        self.verdicts.setText("\n".join(f"• {line}" for line in lines))
+        self.verdicts.setVisible(bool(lines))
         note = run.activation_note or "no verdict"
         if run.model_active:
             chosen = "" if decision.get("activated") else " (your choice)"

@@ -103,6 +103,11 @@ def test_search_json_contract(tmp_path, run_cli) -> None:
         (("import", "/nonexistent.jsonl"), 2, "does not exist"),
         (("evaluate", "/nope.jsonl", "/nope.tsv"), 2, "does not exist"),
         (("evaluate", "q.jsonl", "r.tsv", "-k", "a,b"), 2, "whole numbers"),
+        (("evaluate",), 2, "No evaluation set is saved for this store"),
+        (("evaluate", "--save"), 2, "--save needs the questions"),
+        (("evaluate", "q.jsonl"), 2, "needs its QRELS.tsv"),
+        (("evaluate", "q.jsonl", "r.tsv", "--csv", "q.csv"), 2, "not both"),
+        (("evaluate", "--csv", "/nope.csv"), 2, "does not exist"),
     ],
 )
 def test_bad_retrieval_input_gets_a_message_and_exit_code(run_cli, args, code, text) -> None:
@@ -137,6 +142,8 @@ def test_verdicts_activation_and_export_from_the_command_line(
     assert trained.returncode == 0, trained.stderr
     shown = run_cli("run", "1").stdout
     assert "model      " in shown and "guard      " in shown
+    # no evaluation set: it says plainly that the verdict rests on synthetic questions
+    assert "judged     No evaluation set: this verdict rests on synthetic questions" in shown
     assert run_cli("activate", "1").returncode == 0
     assert json.loads(run_cli("run", "1", "--json").stdout)["model_active"] is True
     assert run_cli("search", "w1 w2", "--deep-memory").returncode == 0
@@ -157,3 +164,47 @@ def test_verdicts_activation_and_export_from_the_command_line(
     )
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["without"]["queries"] == len(lines)
+
+
+def test_an_evaluation_set_is_saved_once_and_measured_again_without_its_files(
+    tmp_path, run_cli, llm_server
+) -> None:
+    """`evaluate … --save` keeps the real questions as the store's evaluation set; `evaluate`
+    alone measures them again; a CSV gives the same set; the next training run is judged on it
+    and `dmdesk run` shows both verdicts; `--forget` drops it."""
+    data = beir_folder(tmp_path)
+    assert run_cli("import", str(tmp_path / "corpus.jsonl")).returncode == 0
+    files = (str(tmp_path / "queries.jsonl"), str(tmp_path / "qrels.tsv"))
+    saved = run_cli("evaluate", *files, "--save")
+    assert saved.returncode == 0, saved.stderr
+    assert "Saved as this store's evaluation set: 25 real questions from queries.jsonl" in (
+        saved.stdout
+    )
+    first = json.loads(run_cli("evaluate", *files, "--json").stdout)
+    again = run_cli("evaluate", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == first
+    assert first["without"]["mrr"] == pytest.approx(numpy_recall(data, [1])["mrr"], abs=1e-9)
+
+    rows = ["question,chunk_id"] + [
+        f'"{data["queries"][q]["text"]}",{d}' for q, d, _ in data["qrels"]
+    ]
+    (tmp_path / "real.csv").write_text("\n".join(rows) + "\n")
+    by_csv = run_cli("evaluate", "--csv", str(tmp_path / "real.csv"), "--save", "--json")
+    assert by_csv.returncode == 0, by_csv.stderr
+    assert json.loads(by_csv.stdout) == first  # JSON on stdout, the note on stderr
+    assert "25 real questions from real.csv" in by_csv.stderr
+
+    assert run_cli("generate", "--wait").returncode == 0
+    assert run_cli("review", "1", "--approve-all").returncode == 0
+    assert run_cli("train", "1", "--wait").returncode == 0
+    run = json.loads(run_cli("run", "1", "--json").stdout)
+    assert run["metrics"]["evaluation_set"]["questions"] == 25
+    assert run["metrics"]["activation"]["judged_on"] == "real questions (the evaluation set)"
+    shown = run_cli("run", "1").stdout
+    assert "judged     Held-out synthetic questions" in shown
+    assert "judged     Evaluation set (25 real questions): MRR" in shown
+
+    gone = run_cli("evaluate", "--forget")
+    assert gone.returncode == 0 and "Evaluation set removed." in gone.stdout
+    assert run_cli("evaluate").returncode == 2

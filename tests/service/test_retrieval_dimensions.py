@@ -44,4 +44,6 @@ def test_evaluate_with_another_embedding_model_says_so(
     (tmp_path / "r.tsv").write_text("q1\tchunk-00003\t1\n")
     local = make_ctx(vector_store_path=ctx.config.vector_store_path, embedding="local")
     with pytest.raises(InvalidSettings, match=r"embeddings are \d+-d but DMDESK_EMBEDDING=local"):
-        retrieval.evaluate(local, tmp_path / "q.jsonl", tmp_path / "r.tsv", [1])
+        retrieval.evaluate(
+            local, *retrieval.read_labelled(tmp_path / "q.jsonl", tmp_path / "r.tsv"), [1]
+        )

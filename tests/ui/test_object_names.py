@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QApplication, QPushButton, QWidget
 
 from dmdesk.domain.models import RunView
@@ -22,10 +23,13 @@ def visible_names() -> set[str]:
         if top.isVisible():
             names.add(top.objectName())
             names.update(w.objectName() for w in top.findChildren(QWidget))
+            names.update(a.objectName() for a in top.findChildren(QAction))
     return names
 
 
-def test_every_contract_name_exists_in_the_window(qtbot, dmdesk_window, dmdesk_llm_server) -> None:
+def test_every_contract_name_exists_in_the_window(
+    qtbot, dmdesk_window, dmdesk_llm_server, tmp_path, monkeypatch
+) -> None:
     dmdesk_llm_server.configure(fail_after=3)
     win = dmdesk_window(chunks=6, generation_concurrency=1)
     seen = visible_names()
@@ -47,6 +51,12 @@ def test_every_contract_name_exists_in_the_window(qtbot, dmdesk_window, dmdesk_l
     win.click("trainButton")
     win.wait_for_status(1, "completed")
     click_row(qtbot, win.page.history, 1)
+    seen |= visible_names()
+    csv = tmp_path / "real.csv"
+    csv.write_text("".join(f"what is in {c}?,{c}\n" for c in win.chunk_ids))
+    monkeypatch.setattr(win.page, "choose_evaluation_files", lambda: (str(csv), None))
+    win.window.findChild(QAction, "evaluationSetAction").trigger()
+    qtbot.waitUntil(lambda: "evaluationSavedBox" in visible_names(), timeout=30_000)
     seen |= visible_names()
     win.page.show_error("A test error", "shown to see its name")
     seen |= visible_names()

@@ -249,3 +249,69 @@ def test_a_cloud_run_has_no_export_button(qtbot, window: MainWindow, ctx: Servic
     page.refresh()
     click_row(qtbot, page.history, run_id)
     assert page.details.isVisible() and not page.details.export_button.isVisible()
+
+
+def test_file_evaluation_set_saves_real_questions_off_the_gui_thread(
+    qtbot, window: MainWindow, ctx: ServiceContext, tmp_path, monkeypatch
+) -> None:
+    """Issue 25: File → Evaluation set… reads a CSV of question,chunk_id, measures it without
+    Deep Memory and keeps it as the store's evaluation set; a bad file gets an error dialog."""
+    from PySide6.QtGui import QAction
+
+    from dmdesk.deepmemory import evalset
+    from dmdesk.testing.plugin import chunk_texts
+
+    csv = tmp_path / "real.csv"
+    texts = chunk_texts(200)
+    csv.write_text(
+        "question,chunk_id\n" + "".join(f'"{texts[i]}",{chunk_ids(200)[i]}\n' for i in range(20))
+    )
+    page = window.page
+    monkeypatch.setattr(page, "choose_evaluation_files", lambda: (str(csv), None))
+    action = window.findChild(QAction, "evaluationSetAction")
+    action.trigger()
+    qtbot.waitUntil(
+        lambda: page.findChild(QMessageBox, "evaluationSavedBox") is not None, timeout=30_000
+    )
+    box = page.findChild(QMessageBox, "evaluationSavedBox")
+    assert "20 real questions from real.csv" in box.text()
+    assert "Without Deep Memory: recall@1" in box.text() and "judged on these" in box.text()
+    saved = evalset.load(ctx.config.data_dir, ctx.config.vector_store_path)
+    assert saved is not None and len(saved) == 20
+    box.accept()
+    csv.write_text("a question without its chunk\n")
+    action.trigger()
+    qtbot.waitUntil(lambda: page.findChild(QMessageBox, "errorBox") is not None, timeout=30_000)
+    assert "needs a question and a chunk id" in page.findChild(QMessageBox, "errorBox").text()
+
+
+def test_details_show_both_verdicts_or_say_they_rest_on_synthetic_questions(
+    qtbot, window: MainWindow, ctx: ServiceContext
+) -> None:
+    from dmdesk.deepmemory.guard import NO_EVALUATION_SET, decide
+
+    run_id = completed_run(ctx)
+    page = window.page
+    page.refresh()
+    click_row(qtbot, page.history, run_id)
+    label = page.details.verdicts
+    assert label.isVisible() and NO_EVALUATION_SET in label.text()
+
+    metrics = {
+        "backend": "local",
+        "before": {"recall@1": 0.2, "mrr": 0.3},
+        "after": {"recall@1": 0.3, "mrr": 0.4},
+        "evaluated_on": "held-out pairs",
+        "heldout_pairs": 40,
+        "heldout_ranks": {"before": [3] * 40, "after": [1] * 40},
+        "evaluation_ranks": {"before": [1] * 30, "after": [2] * 30},
+    }
+    metrics["activation"] = decide(metrics)
+    with ctx.engine.begin() as c:
+        c.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(metrics=metrics))
+    page.refresh()
+    click_row(qtbot, page.history, run_id)
+    text_shown = label.text()
+    assert "Held-out synthetic questions (40): MRR 0.333 → 1.000" in text_shown
+    assert "Evaluation set (30 real questions): MRR 1.000 → 0.500" in text_shown
+    assert "worse on the evaluation set" in page.details.model_state.text()
