@@ -35,18 +35,22 @@ def real_questions() -> list[str]:
     return [f"how do I use chunk-{i:05d}?" for i in EVAL_CHUNKS]
 
 
-def trained(make_ctx: Callable[..., ServiceContext], rotated_store, answers: list[list[str]]):
+def trained(
+    make_ctx: Callable[..., ServiceContext], rotated_store, answers: list[list[str]] | None
+):
+    """A completed local run on the rotated store; `answers` (per real question) saves an
+    evaluation set first, None trains without one."""
     path, corpus, rotation = rotated_store
     ctx = make_ctx(vector_store_path=path)
-    embed = RotatedQuestions(corpus, rotation)
-    use_engine(ctx, embed)
-    evalset.save(ctx.config.data_dir, str(path), real_questions(), answers, "real.csv")
+    use_engine(ctx, RotatedQuestions(corpus, rotation))
+    if answers is not None:
+        evalset.save(ctx.config.data_dir, str(path), real_questions(), answers, "real.csv")
     runs = TrainingRunService(ctx)
     run_id = generated_run_with_pairs(ctx)
     runs.start_training(run_id)
     run = runs.run_job(run_id)
     assert run.status is RunStatus.COMPLETED, run.error_message
-    return ctx, run, path, embed, corpus
+    return ctx, run, path
 
 
 def test_a_model_worse_on_the_evaluation_set_is_refused_though_better_on_held_out_pairs(
@@ -57,7 +61,7 @@ def test_a_model_worse_on_the_evaluation_set_is_refused_though_better_on_held_ou
     own = np.array(list(EVAL_CHUNKS))
     plain[np.arange(len(own)), own] = -np.inf  # the answer is another chunk: plain search's top
     answers = [[f"chunk-{int(i):05d}"] for i in plain.argmax(axis=1)]
-    ctx, run, path, _embed, _corpus = trained(make_ctx, rotated_store, answers)
+    ctx, run, path = trained(make_ctx, rotated_store, answers)
     decision = run.metrics["activation"]
     assert decision["ci"][0] > 0  # held-out synthetic pairs: a clear gain…
     assert decision["activated"] is False  # …refused on the real questions
@@ -73,7 +77,7 @@ def test_a_model_better_on_the_evaluation_set_is_activated_and_says_so(
     make_ctx: Callable[..., ServiceContext], rotated_store
 ) -> None:
     answers = [[f"chunk-{i:05d}"] for i in EVAL_CHUNKS]
-    _ctx, run, _path, _embed, _corpus = trained(make_ctx, rotated_store, answers)
+    _ctx, run, _path = trained(make_ctx, rotated_store, answers)
     decision = run.metrics["activation"]
     assert decision["activated"] is True and run.model_active
     assert decision["evaluation"]["mrr_new"] > decision["evaluation"]["mrr_baseline"]
@@ -86,13 +90,7 @@ def test_a_model_better_on_the_evaluation_set_is_activated_and_says_so(
 def test_without_an_evaluation_set_the_verdict_says_it_rests_on_synthetic_questions(
     make_ctx: Callable[..., ServiceContext], rotated_store
 ) -> None:
-    path, corpus, rotation = rotated_store
-    ctx = make_ctx(vector_store_path=path)
-    use_engine(ctx, RotatedQuestions(corpus, rotation))
-    runs = TrainingRunService(ctx)
-    run_id = generated_run_with_pairs(ctx)
-    runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    _ctx, run, _path = trained(make_ctx, rotated_store, None)
     assert run.metrics["activation"]["judged_on"] == "synthetic questions"
     assert "evaluation_ranks" not in run.metrics
 
