@@ -637,19 +637,24 @@ def _parse_ks(text: str) -> list[int]:
     return ks
 
 
-def _labelled(args: argparse.Namespace, saved: Any) -> tuple[list[str], list[list[str]], str]:
-    """Which labelled questions `dmdesk evaluate` measures: the files given, else the store's
-    saved evaluation set; (questions, relevant ids, source) — the files are read by the caller."""
+def _labelled(args: argparse.Namespace, ctx: Any) -> tuple[list[str], list[list[str]], str]:
+    """The labelled questions `dmdesk evaluate` measures — the files given, else the store's
+    saved evaluation set — as (questions, relevant chunk ids, source)."""
+    from pathlib import Path
+
+    from dmdesk.services import retrieval
+
     if args.csv and args.queries:
         raise InvalidSettings("Give either QUERIES.jsonl QRELS.tsv or --csv FILE, not both.")
     if args.queries and not args.qrels:
         raise InvalidSettings("QUERIES.jsonl needs its QRELS.tsv (query-id, corpus-id, score).")
     if args.csv:
-        return [], [], str(args.csv)
+        return *retrieval.read_question_csv(Path(args.csv)), str(args.csv)
     if args.queries:
-        return [], [], str(args.queries)
+        return *retrieval.read_labelled(Path(args.queries), Path(args.qrels)), str(args.queries)
     if args.save:
         raise InvalidSettings("--save needs the questions: QUERIES.jsonl QRELS.tsv or --csv FILE.")
+    saved = retrieval.saved_evaluation_set(ctx)
     if saved is None:
         raise InvalidSettings(
             "No evaluation set is saved for this store: give QUERIES.jsonl QRELS.tsv or "
@@ -687,13 +692,7 @@ def _retrieval(cmd: str, args: argparse.Namespace, ctx: Any) -> int:
             gone = evalset.remove(ctx.config.data_dir, ctx.config.vector_store_path or "")
             print("Evaluation set removed." if gone else "No evaluation set was saved.")
             return EXIT_OK
-        questions, relevant, source = _labelled(args, retrieval.saved_evaluation_set(ctx))
-        if args.csv or args.queries:
-            questions, relevant = (
-                retrieval.read_question_csv(Path(args.csv))
-                if args.csv
-                else retrieval.read_labelled(Path(args.queries), Path(args.qrels))
-            )
+        questions, relevant, source = _labelled(args, ctx)
         result = retrieval.evaluate(
             ctx, questions, relevant, ks, save_as=source if args.save else None
         )
