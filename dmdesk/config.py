@@ -56,7 +56,8 @@ EDITABLE_FIELDS = (
 
 
 # The demo's settings (dmdesk.demo), in force only while the demo store is the store. The local
-# LLM writes ~1 question/s: 40 chunks make a demo generation of about a minute.
+# LLM writes ~1 question/s: 40 chunks make a demo generation of about a minute; the default of
+# 3 questions per chunk (one per style of dmdesk.llm.prompt.STYLES) would triple it.
 DEMO_PROFILE: dict[str, Any] = {
     "deep_memory_backend": "local",
     "embedding": "local",
@@ -138,7 +139,7 @@ class DmdeskConfig(BaseSettings):
     llm_base_url: str | None = None
     llm_model: str = DEFAULT_LLM_MODEL
     embedding: str = "openai:text-embedding-3-small"
-    questions_per_chunk: int = Field(default=1, ge=1, le=20)
+    questions_per_chunk: int = Field(default=3, ge=1, le=20)
     generation_concurrency: int = Field(default=8, ge=1, le=256)
     chunk_limit: int | None = Field(default=None, ge=1)
     stale_after_s: float = Field(default=30.0, ge=3.0, le=86_400.0)

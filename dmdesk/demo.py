@@ -98,6 +98,9 @@ def ensure_demo(config: DmdeskConfig, progress: ProgressFn | None = None) -> Dmd
     path = demo_store_path(config)
     if not (path / "dataset_meta.json").is_file():
         build_demo_store(path, progress)
+        from dmdesk.embeddings import release_local_model
+
+        release_local_model()  # the window that opens next has no use for it until a job
     wanted = demo_settings(config)
     if config.vector_store_path in (None, str(path)):
         return settings_service.update_settings(config, wanted)

@@ -76,6 +76,19 @@ def _load_local_model() -> Any:
         return _local_model
 
 
+def release_local_model() -> None:
+    """Drop the local embedding model (it reloads on its next use, ~1 s): a job's end calls it
+    so the window does not keep it all day (issue 26)."""
+    global _local_model
+    with _local_lock:
+        if _local_model is None:
+            return
+        _local_model = None
+    from dmdesk import heap
+
+    heap.trim()
+
+
 class LocalEmbedding:
     """all-MiniLM-L6-v2, 384-d, normalised, on the CPU."""
 

@@ -19,6 +19,13 @@ naming a word of its passage. A retry samples and leads with another word; after
 without a specific question (measured on the demo's first 40 chunks: more tries rarely helped
 and cost ~1.3 s each), a question about the chunk's title or first quoted name is used.
 Calls are serialised (one model, CPU bound) and run off the event loop.
+
+Several questions per chunk come in the prompt's three styles (dmdesk.llm.prompt.STYLES): one
+model call per question, each stopped at its "?" (a free list of three ran to its token limit
+and mixed styles at random): a natural question led by "What" (then "How"), a how-do-I question
+led by "How do I" (then "Can I"), and every third a keyword query made of the content words of
+the questions already written (a 135M model does not write keyword queries when asked; the words
+of its own question are the user's words, not the chunk's).
 """
 
 from __future__ import annotations
@@ -36,21 +43,16 @@ from typing import Any
 
 import platformdirs
 
+from dmdesk import heap
 from dmdesk.domain.errors import LLMError
 from dmdesk.llm.prompt import REFERS_TO_PASSAGE, clean_questions
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_LABEL = "SmolLM2-135M-Instruct (local, offline)"
 MAX_PASSAGE_CHARS = 1200
-ATTEMPTS = 2
-LEADS = ("What", "How", "Why", "Which")
-COUNT_WORDS = {
-    1: "One question",
-    2: "Two questions",
-    3: "Three questions",
-    4: "Four questions",
-    5: "Five questions",
-}
+# The leads of a question by its style: a natural question, a how-do-I question (a retry takes
+# the next lead). Every third question is a keyword query (`keyword_query`).
+STYLE_LEADS = (("What", "How"), ("How do I", "Can I"))
 _ITEM = re.compile(r"(?:^|\s)\d+[.)]\s+")
 _INTERROGATIVE = re.compile(
     r"^(what|how|why|when|where|which|who|whom|whose|is|are|can|could|does|do|did|should|"
@@ -134,6 +136,23 @@ def _load() -> tuple[Any, Any]:
         _model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
         _model.eval()
         return _model, _tokenizer
+
+
+def release() -> None:
+    """Drop the loaded model and hand its memory back to the system.
+
+    A documented choice (issue 26): the window kept SmolLM2 (fp32, ~540 MB of weights, with
+    torch's buffers ~1 GB resident) for its whole life after one generation, though only a
+    generation uses it. Released when each generation ends, a later one reloads it from the
+    safetensors cache in about a second. `malloc_trim` returns the freed heap to the OS on glibc
+    (without it the process's RSS stays at its peak)."""
+    global _model, _tokenizer
+    with _load_lock:
+        if _model is None:
+            return
+        _model = None
+        _tokenizer = None
+    heap.trim()
 
 
 # Questions that fit any chunk: what a 135M model writes when it says nothing (measured on the
@@ -268,17 +287,53 @@ def parse_numbered(text: str, n: int, passage: str = "") -> list[str]:
 
 def subject_question(text: str) -> str:
     """An LLM-free fallback that is still specific: about the chunk's title or its first quoted
-    name ("What does \"assert\" do?"), else its rarest long word."""
+    name ("What does \"assert\" do?"), else its rarest long word. The title keeps its case
+    except an opening article; a title opening with a verb's -ing form is an activity ("How
+    does customizing attribute access work?", not "What are Customizing attribute access?")."""
     lines = [ln.strip(" *=#-") for ln in text.strip().splitlines() if ln.strip(" *=#-")]
     title = lines[0] if lines else ""
     if title and len(title) <= 60 and len(lines) > 1 and not title.endswith((".", ":", ",")):
-        return f"What are {title}?" if title.endswith("s") else f"What is {title}?"
+        first, _, rest = title.partition(" ")
+        if first in ("The", "A", "An"):
+            title = f"{first.lower()} {rest}"
+        elif first.endswith("ing") and first[:1].isupper() and first[1:].islower() and rest:
+            return f"How does {first.lower()} {rest} work?"
+        return f"What are {title}?" if _plural(title) else f"What is {title}?"
     quoted = _QUOTED.search(text)
     if quoted:
         return f'What does "{quoted.group(1).strip()}" do?'
     words = [w for w in _WORD.findall(text) if w.lower() not in _STOP]
     subject = max(words, key=len) if words else "this topic"
     return f"What is {subject}?"
+
+
+def _plural(title: str) -> bool:
+    last = title.split()[-1].strip("\"'`”“")
+    return last.endswith("s") and not last.endswith(("ss", "us", "is")) and last[:-1].islower()
+
+
+# Words a keyword query leaves out: the question's own scaffolding.
+_QUERY_STOP_WORDS = (
+    "what how why when where which who whom whose is are was were be can could does do did "
+    "should would will i me my we our you your it its a an the of to in on for and or with "
+    "about from by at as into there this that these those get use"
+)
+_QUERY_STOP = frozenset(_QUERY_STOP_WORDS.split())
+_QUERY_WORD = re.compile(r"[\w][\w./+-]*")
+
+
+def keyword_query(questions: list[str], words: int = 5) -> str | None:
+    """A short keyword query from the questions' content words, in their order: "How do I
+    install a package?" → "install package". None below two words."""
+    seen: list[str] = []
+    for q in questions:
+        for w in _QUERY_WORD.findall(q):
+            w = w.strip("./+-")
+            if w and w.lower() not in _QUERY_STOP and w.lower() not in (s.lower() for s in seen):
+                seen.append(w)
+    if len(seen) < 2:
+        return None
+    return " ".join(seen[:words])
 
 
 class LocalGenerator:
@@ -288,8 +343,10 @@ class LocalGenerator:
         self._per_q = max_new_tokens_per_question
 
     def _generate_sync(
-        self, text: str, n: int, attempt: int = 0, interrupt: threading.Event | None = None
+        self, text: str, lead: str = "What", interrupt: threading.Event | None = None
     ) -> list[str]:
+        """One question, its completion started with `lead` (left free, the 135M model
+        sometimes writes statements) and stopped at its "?" or the end of its line."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -304,32 +361,26 @@ class LocalGenerator:
                 return torch.full((input_ids.shape[0],), stopped.is_set(), dtype=torch.bool)
 
         passage = " ".join(text.split())[:MAX_PASSAGE_CHARS]
-        ask = COUNT_WORDS.get(n, f"{n} questions")
-        # The completion is started with an interrogative: left free, the 135M model sometimes
-        # writes statements; each retry leads with another word.
-        lead = LEADS[attempt % len(LEADS)]
-        prompt = f"Passage: {passage}\n\n{ask} that this passage answers:\n1. {lead}"
+        prompt = f"Passage: {passage}\n\nOne question that this passage answers:\n1. {lead}"
         inputs = tok(prompt, return_tensors="pt")
         with _run_lock, torch.no_grad():
             if stopped.is_set():  # stopped while waiting for the model
                 return []
-            # One question: stop at its "?" or the end of its line instead of letting the
-            # model write items nobody reads (about 3× faster on the demo).
-            stop = {"stop_strings": ["?", "\n"], "tokenizer": tok} if n == 1 else {}
             out = model.generate(
                 **inputs,
-                max_new_tokens=self._per_q * n + 10,
+                max_new_tokens=self._per_q + 10,
                 do_sample=False,
                 repetition_penalty=1.2,
                 pad_token_id=tok.eos_token_id,
                 stopping_criteria=StoppingCriteriaList([Interrupted()]),
-                **stop,
+                stop_strings=["?", "\n"],
+                tokenizer=tok,
             )
         if stopped.is_set():
             return []
-        # The lead word is part of the first question: the reply continues it ("1. What" + " is…").
+        # The lead word is part of the question: the reply continues it ("1. What" + " is…").
         continuation = tok.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        return parse_numbered(f"1. {lead}{continuation}", n, passage)
+        return parse_numbered(f"1. {lead}{continuation}", 1, passage)
 
     def preparation(self) -> str | None:
         """What `prepare` will do, for the progress line (None: the model is loaded)."""
@@ -346,22 +397,35 @@ class LocalGenerator:
         _load()
 
     async def generate(self, text: str, n: int) -> list[str]:
-        for attempt in range(ATTEMPTS):
-            interrupt = threading.Event()
-            try:
-                questions = await asyncio.to_thread(
-                    self._generate_sync, text, n, attempt, interrupt
-                )
-            except asyncio.CancelledError:
-                # The job is stopping: its thread would otherwise go on to the last token and
-                # the job's end would wait for it.
-                interrupt.set()
-                raise
-            if questions:
-                return questions
-        # The tries wrote nothing specific: a question about the chunk's own subject is better
-        # than failing the run or keeping "What does it do?".
-        return [subject_question(text)]
+        found: list[str] = []
+        for i in range(n):
+            if i % 3 == 2:  # every third: a keyword query from the questions written so far
+                query = keyword_query(found[-2:] or [subject_question(text)])
+                if query:
+                    found.append(query)
+                continue
+            for lead in STYLE_LEADS[i % 3]:
+                questions = await self._one(text, lead)
+                if questions:
+                    found.extend(questions)
+                    break
+            found = clean_questions(found, n)
+        if not any(q.endswith("?") for q in found):
+            # The tries wrote nothing specific: a question about the chunk's own subject is
+            # better than failing the run or keeping "What does it do?".
+            found.insert(0, subject_question(text))
+        return clean_questions(found, n)
+
+    async def _one(self, text: str, lead: str) -> list[str]:
+        interrupt = threading.Event()
+        try:
+            return await asyncio.to_thread(self._generate_sync, text, lead, interrupt)
+        except asyncio.CancelledError:
+            # The job is stopping: its thread would otherwise go on to the last token and
+            # the job's end would wait for it.
+            interrupt.set()
+            raise
 
     async def aclose(self) -> None:
-        return None
+        """The job is over: the model leaves the process (see `release`)."""
+        await asyncio.to_thread(release)

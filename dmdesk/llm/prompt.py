@@ -11,14 +11,20 @@ MIN_QUESTION_CHARS = 8
 MAX_QUESTION_CHARS = 300
 
 SYSTEM = (
-    "You write search questions for a retrieval training set. Given a passage from a knowledge "
-    "base, write questions that a user of that knowledge base would type into its search box "
-    "and that this passage answers best. Each question is one self-contained sentence ending "
-    "in '?', names the specific subject (a command, function, setting, concept) instead of "
-    "saying 'this passage', 'the text', 'the following' or 'it', and could not be answered "
-    "just as well by most other passages. Reply with JSON only: "
-    '{"questions": ["...", ...]}.'
+    "You write search queries for a retrieval training set. Given a passage from a knowledge "
+    "base, write what a user of that knowledge base would type into its search box when this "
+    "passage is the answer they need. Vary the wording as users do, in turn: a natural "
+    "question, a how-do-I question ('How do I …?', 'How can I …?') and a short keyword query "
+    "(two to six words, no '?'). Each one is self-contained, names the specific subject (a "
+    "command, function, setting, concept) instead of saying 'this passage', 'the text', 'the "
+    "following' or 'it', and could not be answered just as well by most other passages. "
+    'Reply with JSON only: {"questions": ["...", ...]}.'
 )
+
+# The styles, in the order the prompt asks for them (issue 25): users ask new questions about
+# the chunks Deep Memory trained on, in all three ways, so training on one way only teaches it
+# one way of asking.
+STYLES = ("natural question", "how-do-I question", "keyword query")
 
 # A question about "the text" / "this passage" / "the following" instead of its subject: useless
 # to a user of the knowledge base (the local generator drops it, the quality filters flag it).
@@ -35,8 +41,10 @@ PASSAGE_CLOSE = "</passage>"
 def user_prompt(text: str, n: int) -> str:
     passage = text[:MAX_PASSAGE_CHARS]
     plural = "question" if n == 1 else "questions"
+    styles = ", ".join(STYLES[i % len(STYLES)] for i in range(n))
     return (
-        f"Write {n} {plural} answered by this passage.\n{PASSAGE_OPEN}\n{passage}\n{PASSAGE_CLOSE}"
+        f"Write {n} {plural} answered by this passage ({styles}).\n"
+        f"{PASSAGE_OPEN}\n{passage}\n{PASSAGE_CLOSE}"
     )
 
 

@@ -3,8 +3,9 @@
 Computed once generation has written every chunk's pairs, with the store's own chunk embeddings
 and the configured embedding for the questions:
 
-* **malformed** — not one question a user would type: no final "?", no capital, under three
-  words, or it talks about "the text" / "this passage" / "the following" instead of the subject;
+* **malformed** — not one question a user would type: no final "?" (unless it is a keyword query
+  of two to eight words, not a sentence), no capital, under three words, or it talks about "the
+  text" / "this passage" / "the following" instead of the subject;
 * **round-trip** — the pair's own chunk ranks worse than `filter_roundtrip_rank` for its question
   over the whole store (Promptagator's round-trip consistency: a question that does not retrieve
   its own passage teaches the wrong thing);
@@ -21,6 +22,7 @@ the pairs stay unflagged and the log says why.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,16 +54,27 @@ class Thresholds:
     duplicate_similarity: float = 0.97
 
 
+# A keyword query (the third style the prompt asks for, dmdesk.llm.prompt.STYLES): a few words
+# and no sentence. A statement ("The GIL is released.", "Debian is free") is not one.
+_KEYWORD_WORDS = (2, 8)
+_SENTENCE_VERB = re.compile(r"\b(is|are|was|were|be|been|has|have|had)\b", re.I)
+
+
 def malformed(question: str) -> str | None:
     q = question.strip()
+    if REFERS_TO_PASSAGE.search(q):
+        return "malformed: refers to the passage, not its subject"
     if not q.endswith("?"):
+        low, high = _KEYWORD_WORDS
+        words = q.split()
+        sentence = q.endswith((".", "!", ":")) or _SENTENCE_VERB.search(q)
+        if low <= len(words) <= high and not sentence:
+            return None  # a keyword query
         return "malformed: not a question"
     if not q[:1].isupper():
         return "malformed: starts mid-sentence"
     if len(q.split()) < 3:
         return "malformed: too short"
-    if REFERS_TO_PASSAGE.search(q):
-        return "malformed: refers to the passage, not its subject"
     return None
 
 

@@ -42,6 +42,7 @@ from dmdesk.domain.status import (
     RunStatus,
     check_transition,
 )
+from dmdesk.embeddings import release_local_model
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.settings import availability, uses_local_generator
 from dmdesk.services.transitions import insert_run, lock_runs, write_run
@@ -637,5 +638,11 @@ class TrainingRunService:
             raise RuleViolation(f"Run #{run_id} is {view.status.value}; there is no job to run.")
         if handover is not None:
             job.handover = handover
-        result: RunView = job.run()
+        try:
+            result: RunView = job.run()
+        finally:
+            # The models the job loaded leave the process with it (the window lives all day:
+            # 1.6 GB resident after the demo's generation before this, issue 26); the next job
+            # or search reloads them in about a second.
+            release_local_model()
         return result

@@ -15,13 +15,17 @@ def dmdesk_env(root: Path, **settings: Any) -> dict[str, str]:
 
     The quality filters are off unless asked for (`quality_filters=True`): the test LLM server's
     toy questions and hashed word embeddings say nothing about question quality, so tests of
-    other features would otherwise depend on arbitrary verdicts."""
+    other features would otherwise depend on arbitrary verdicts. One question per chunk unless
+    asked for (`questions_per_chunk=None` leaves the product's default, 3): counts stay plain.
+    A setting given as None is left out of the environment."""
     settings.setdefault("quality_filters", False)
+    settings.setdefault("questions_per_chunk", 1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMDESK_")}
     env["DMDESK_DATA_DIR"] = str(root / "data")
     env["DMDESK_CONFIG_FILE"] = str(root / "config.toml")
     for key, value in settings.items():
-        env[f"DMDESK_{key.upper()}"] = str(value)
+        if value is not None:
+            env[f"DMDESK_{key.upper()}"] = str(value)
     return env
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dmdesk.testing.cli import dmdesk_env, run_dmdesk
 
@@ -70,10 +71,9 @@ def kill_round(
     runs = json.loads(run_dmdesk(env, "runs", "--json").stdout or "[]")  # start-up recovers it
     seen = runs[0]["status"] if runs else "none"
     if not runs:
-        done = run_dmdesk(env, "generate", "--wait", "--json")
-        run = json.loads(done.stdout)
+        run = _json(run_dmdesk(env, "generate", "--wait", "--json"))
     elif seen == "generating_failed":
-        run = json.loads(run_dmdesk(env, "proceed", str(runs[0]["id"]), "--wait", "--json").stdout)
+        run = _json(run_dmdesk(env, "proceed", str(runs[0]["id"]), "--wait", "--json"))
     else:
         run = runs[0]
     db = sqlite3.connect(work / "data" / "dmdesk.db")
@@ -103,3 +103,15 @@ def kill_round(
         duplicated=sum(1 for n in per_chunk.values() if n > 1),
         counters_ok=counters_ok,
     )
+
+
+def _json(proc: subprocess.CompletedProcess[str]) -> Any:
+    """A command's JSON, or an error that says what the command said instead (a flaky round
+    showed only "Expecting value" once)."""
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(
+            f"{' '.join(map(str, proc.args[2:]))} exited {proc.returncode} with no JSON; "
+            f"stderr: {proc.stderr[-2000:]}"
+        ) from None

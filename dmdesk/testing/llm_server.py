@@ -76,6 +76,7 @@ class Stats:
     successes: int = 0
     failures: int = 0
     passages: list[str] = field(default_factory=list)
+    last_prompt: str = ""  # the last chat completion's messages, joined
     first_request_at: float | None = None  # time.time() of the first completion request
     rate_limited: int = 0  # 429s sent by the rpm/tpm limits
     prompt_tokens: int = 0  # the `usage` of every answered completion, summed
@@ -568,6 +569,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": {"message": "not found"}})
             return
         prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+        self.owner.stats.last_prompt = prompt
         m = _PASSAGE.search(prompt)
         passage = m.group(1) if m else prompt
         c = _COUNT.search(prompt)

@@ -127,6 +127,8 @@ def dmdesk_config(
             "llm_max_retries": 0,
             "stale_after_s": 30,
             "quality_filters": False,
+            # One pair per chunk keeps a test's counts plain; the product's default is 3.
+            "questions_per_chunk": 1,
         }
         for key, value in (defaults | settings).items():
             name = f"DMDESK_{key.upper()}"

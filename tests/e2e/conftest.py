@@ -25,7 +25,8 @@ def _runner(env: dict[str, str], default_timeout: float) -> Cli:
 
 @pytest.fixture
 def cli(tmp_path: Path, store200: Path, llm_server: FakeLLMServer) -> Cli:
-    """dmdesk on the 200-chunk store, the local engine and the test LLM server."""
+    """dmdesk on the 200-chunk store, the local engine and the test LLM server (one question per
+    chunk, as `dmdesk_env` sets)."""
     env = dmdesk_env(
         tmp_path,
         vector_store_path=store200,

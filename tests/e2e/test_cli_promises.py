@@ -153,7 +153,7 @@ def test_debug_works_anywhere_on_the_line(cli) -> None:
 
 
 def test_settings_set_takes_several_pairs_and_saves_them_typed(cli, tmp_path: Path) -> None:
-    env = {"DMDESK_GENERATION_CONCURRENCY": ""}  # empty: not set
+    env = {"DMDESK_GENERATION_CONCURRENCY": "", "DMDESK_QUESTIONS_PER_CHUNK": ""}  # empty: not set
     out = cli(
         "settings",
         "--set",

@@ -56,6 +56,40 @@ def test_questions_per_chunk_is_honoured(
     assert set(chunk_pair_counts(ctx, run.id).values()) == {3}
 
 
+def test_the_product_writes_three_questions_per_chunk_by_default(
+    make_ctx: Callable[..., ServiceContext], store200, llm_server: FakeLLMServer
+) -> None:
+    """Issue 25: users ask new questions about the same chunks, in several ways; one question
+    per chunk taught one way. (The kit's contexts write 1 to keep tests' counts plain.)"""
+    ctx = make_ctx(vector_store_path=store200, questions_per_chunk=None, chunk_limit=10)
+    assert ctx.config.questions_per_chunk == 3
+    run = generate(TrainingRunService(ctx))
+    assert set(chunk_pair_counts(ctx, run.id).values()) == {3}
+    assert "(natural question, how-do-I question, keyword query)" in llm_server.stats.last_prompt
+
+
+def test_a_job_releases_the_models_it_loaded_when_it_ends(
+    runs: TrainingRunService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26: the window held 1.6 GB after the demo's generation: the local embedder (and
+    the local LLM) stayed loaded for the window's whole life."""
+    import gc
+    import weakref
+
+    from dmdesk import embeddings
+
+    class Model:  # stands for the loaded embedder: only its lifetime matters here
+        pass
+
+    model = Model()
+    monkeypatch.setattr(embeddings, "_local_model", model)
+    alive = weakref.ref(model)
+    del model
+    assert generate(runs).status is RunStatus.GENERATED
+    gc.collect()
+    assert embeddings._local_model is None and alive() is None
+
+
 def test_scenario1_generation_failure_keeps_error_and_progress(
     runs: TrainingRunService, ctx: ServiceContext, llm_server: FakeLLMServer
 ) -> None:

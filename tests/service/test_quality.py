@@ -123,3 +123,23 @@ def test_a_filter_failure_leaves_the_run_generated_and_unflagged(
     done = runs.run_job(run.id, break_embeddings)
     assert done.status is RunStatus.GENERATED
     assert all(p.flags is None and p.approved is None for p in runs.list_pairs(run.id))
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("install package offline", None),  # a keyword query, the prompt's third style
+        ("apt-get pin release", None),
+        ("How do I pin a package?", None),
+        ("what is it", "malformed: not a question"),  # a sentence without its "?"
+        ("The GIL is released.", "malformed: not a question"),
+        ("debian", "malformed: not a question"),  # one word: neither
+        ("how do I pin a package?", "malformed: starts mid-sentence"),
+        ("passage keywords", None),
+        ("the following text keywords", "malformed: refers to the passage, not its subject"),
+    ],
+)
+def test_keyword_queries_are_not_malformed_but_sentences_are(
+    text: str, verdict: str | None
+) -> None:
+    assert quality.malformed(text) == verdict

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import keyring
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
@@ -103,8 +104,9 @@ def test_review_dialog_approves_and_training_becomes_possible(
 
 
 def test_settings_card_saves_and_keeps_secrets_in_the_keyring(
-    qtbot, window: MainWindow, ctx: ServiceContext
+    qtbot, window: MainWindow, ctx: ServiceContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("DMDESK_QUESTIONS_PER_CHUNK")  # the kit's 1 would override the save
     card = window.page.settings_card
     card.questions_spin.setValue(4)
     card.limit_spin.setValue(50)
@@ -134,10 +136,11 @@ def test_settings_card_says_when_the_environment_overrides_a_saved_value(
 
 
 def test_settings_card_shows_invalid_values_inline_and_saves_nothing(
-    qtbot, window: MainWindow
+    qtbot, window: MainWindow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 11: each error at its field (an empty model, a URL that is not one, a store path
     that does not exist), nothing saved; a good save says "Saved."."""
+    monkeypatch.delenv("DMDESK_QUESTIONS_PER_CHUNK")  # the kit's 1 would override the save
     card = window.page.settings_card
     card.model_edit.setText("   ")
     card.base_url_edit.setText("not a url")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from dmdesk.llm.local_generator import (
+    LocalGenerator,
     is_generic,
+    keyword_query,
     parse_numbered,
     subject_question,
     tidy,
@@ -84,11 +86,82 @@ def test_tidy_keeps_only_questions() -> None:
     [
         (
             'The "assert" statement\n*****\n\nAssert statements are…',
-            'What is The "assert" statement?',
+            'What is the "assert" statement?',  # was "What is The …" (issue 25)
         ),
+        (
+            "Customizing attribute access\n****\n\nThese methods…",
+            "How does customizing attribute access work?",  # was "What are Customizing …"
+        ),
+        ("Debian GNU/Linux\n****\n\nA free system.", "What is Debian GNU/Linux?"),
+        ("Status\n****\n\nThe state.", "What is Status?"),
         ("Assignment statements\n****\n\nThey bind names.", "What are Assignment statements?"),
         ('If the name occurs in a "global" statement, it is bound.', 'What does "global" do?'),
     ],
 )
 def test_the_fallback_question_names_the_chunks_subject(text: str, question: str) -> None:
     assert subject_question(text) == question
+
+
+def test_a_keyword_query_is_the_content_words_of_the_questions() -> None:
+    assert keyword_query(["How do I install a package?"]) == "install package"
+    assert (
+        keyword_query(["What does apt-get do?", "How can I use apt-get offline?"])
+        == "apt-get offline"
+    )
+    assert keyword_query(["What is it?"]) is None  # under two words: no query
+
+
+def test_several_questions_come_in_the_prompts_styles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 25: a natural question, a how-do-I question, then a keyword query; each model
+    call is one question led by its style's word."""
+    import asyncio
+
+    leads: list[str] = []
+    replies = {
+        "What": ["What does apt-get install do?"],
+        "How do I": ["How do I install a package with apt-get?"],
+    }
+
+    def fake(self: LocalGenerator, text: str, lead: str = "What", interrupt: object = None):
+        leads.append(lead)
+        return replies.get(lead, [])
+
+    monkeypatch.setattr(LocalGenerator, "_generate_sync", fake)
+    got = asyncio.run(LocalGenerator().generate("apt-get install fetches a package.", 3))
+    assert got == [
+        "What does apt-get install do?",
+        "How do I install a package with apt-get?",
+        "apt-get install package",
+    ]
+    assert leads == ["What", "How do I"]
+    leads.clear()
+    replies.clear()  # the model writes nothing: the chunk's subject, and its keywords
+    got = asyncio.run(LocalGenerator().generate("Package pinning\n***\n\nPins.", 3))
+    assert got[0] == "What is Package pinning?" and "Package pinning" in got
+    assert leads == ["What", "How", "How do I", "Can I"]
+
+
+def test_the_model_leaves_the_process_when_the_job_closes_the_generator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 26: the window held 1.9 GB after the demo's generation (the local LLM stayed
+    loaded). Closing the generator (the end of every generation) drops it."""
+    import asyncio
+    import gc
+    import weakref
+
+    from dmdesk.llm import local_generator
+
+    class Model:  # stands for the loaded model: only its lifetime matters here
+        pass
+
+    model = Model()
+    monkeypatch.setattr(local_generator, "_model", model)
+    monkeypatch.setattr(local_generator, "_tokenizer", object())
+    alive = weakref.ref(model)
+    del model
+    asyncio.run(LocalGenerator().aclose())
+    gc.collect()
+    assert local_generator._model is None and local_generator._tokenizer is None
+    assert alive() is None
+    assert LocalGenerator().preparation() is not None  # the next job says it loads it again
