@@ -188,6 +188,8 @@ class RunHistoryModel(QAbstractItemModel):
                     )
                 if run.stopped_by_admin:
                     return STOPPED_TEXT[run.status]
+                if run.status is RunStatus.GENERATED and run.approved_count:
+                    return "Generated — ready to train"  # reviewed: training is what is next
                 return STATUS_TEXT[run.status]
             if col == COL_PROGRESS:
                 return run.progress_text

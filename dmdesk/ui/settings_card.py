@@ -14,6 +14,7 @@ import asyncio
 from typing import Any
 
 from PySide6.QtCore import Signal, Slot
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -34,6 +35,20 @@ from dmdesk.config import DmdeskConfig, SettingsFileBroken
 from dmdesk.domain.errors import DmdeskError
 from dmdesk.services import settings as settings_service
 from dmdesk.ui import aio
+
+
+class NumberBox(QSpinBox):
+    """A whole-number box that says what it refuses: QSpinBox silently drops what is out of its
+    range ("-3" became "3", issue 26); this one emits `refused` with the text typed, and the
+    card shows the range under the field."""
+
+    refused = Signal(str)
+
+    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
+        result = super().validate(text, pos)
+        if result[0] == QValidator.State.Invalid and text.strip():
+            self.refused.emit(text.strip())
+        return result
 
 
 class SettingsCard(QGroupBox):
@@ -57,13 +72,13 @@ class SettingsCard(QGroupBox):
         self.base_url_edit.setPlaceholderText("https://api.openai.com/v1 (default)")
         self.model_edit = QLineEdit()
         self.model_edit.setObjectName("llmModelEdit")
-        self.questions_spin = QSpinBox()
+        self.questions_spin = NumberBox()
         self.questions_spin.setObjectName("questionsSpin")
         self.questions_spin.setRange(1, 20)
-        self.concurrency_spin = QSpinBox()
+        self.concurrency_spin = NumberBox()
         self.concurrency_spin.setObjectName("concurrencySpin")
         self.concurrency_spin.setRange(1, 256)
-        self.limit_spin = QSpinBox()
+        self.limit_spin = NumberBox()
         self.limit_spin.setObjectName("chunkLimitSpin")
         self.limit_spin.setRange(0, 10_000_000)
         self.limit_spin.setSpecialValueText("all chunks")
@@ -116,13 +131,39 @@ class SettingsCard(QGroupBox):
         test_row.addWidget(self.connection_label, 1)
         form.addRow("", test_row)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
-        for spin in (self.questions_spin, self.concurrency_spin, self.limit_spin):
-            # A number box as wide as its numbers, its range said (typing past it is refused).
+        for key, spin in (
+            ("questions_per_chunk", self.questions_spin),
+            ("generation_concurrency", self.concurrency_spin),
+            ("chunk_limit", self.limit_spin),
+        ):
+            # A number box as wide as its numbers, its range said; typing past it is refused,
+            # and said under the field.
             spin.setMaximumWidth(160)
             spin.setToolTip(f"{spin.minimum()}–{spin.maximum()}")
+            spin.refused.connect(lambda text, key=key, spin=spin: self._refused(key, spin, text))
+        self._notes: set[str] = set()  # fields showing what their box refused
+        for key, (field, _error) in self._fields.items():
+            # A field the admin changes loses its old error: it may be fixed now.
+            if isinstance(field, QLineEdit):
+                field.textEdited.connect(lambda _t, key=key: self._clear_field_error(key))
+            elif isinstance(field, QComboBox):
+                field.currentIndexChanged.connect(lambda _i, key=key: self._clear_field_error(key))
+            elif isinstance(field, (QSpinBox, QDoubleSpinBox)):
+                field.valueChanged.connect(lambda _v, key=key: self._clear_field_error(key))
         form.addRow("OpenAI API key", self.openai_key_edit)
         form.addRow("Activeloop token", self.activeloop_edit)
         outer.addLayout(form)
+        # Under the LLM fields while the local writer is in use: they name a model that is not
+        # the one writing (the demo showed "gpt-4o-mini" and OpenAI's URL, issue 26).
+        self.local_writer_note = QLabel()
+        self.local_writer_note.setObjectName("localWriterNote")
+        self.local_writer_note.setWordWrap(True)
+        self.local_writer_note.setStyleSheet("color: #6b7280;")
+        self.local_writer_note.hide()
+        model_box = self.model_edit.parentWidget()
+        model_layout = model_box.layout() if model_box is not None else None
+        if model_layout is not None:
+            model_layout.addWidget(self.local_writer_note)
         self.generator_label = QLabel()
         self.generator_label.setObjectName("generatorLabel")
         outer.addWidget(self.generator_label)
@@ -189,6 +230,11 @@ class SettingsCard(QGroupBox):
                 "configured (type to replace)" if configured else "not set — stored in the keyring"
             )
         self.generator_label.setText(f"Questions are written by {resp.generator}.")
+        self.local_writer_note.setText(
+            f"Not in use now: {resp.generator} writes the questions until an OpenAI key or an "
+            "LLM base URL is set."
+        )
+        self.local_writer_note.setVisible(resp.generator_is_local)
 
     def changes(self) -> dict[str, Any]:
         """The values the form asks for (before environment overrides)."""
@@ -219,6 +265,23 @@ class SettingsCard(QGroupBox):
         self._fields[key] = (widget, error)
         return box
 
+    def _refused(self, key: str, spin: QSpinBox, text: str) -> None:
+        _, error = self._fields[key]
+        low = spin.specialValueText() or str(spin.minimum())
+        what = "A negative number is" if text.startswith("-") else f"“{text}” is"
+        error.setText(
+            f"{what} not accepted here: a whole number from {spin.minimum()} "
+            f"to {spin.maximum()}" + (f" (0 is {low})" if spin.specialValueText() else "")
+        )
+        error.show()
+        self._notes.add(key)  # stays until the next save: the box kept its old value
+
+    def _clear_field_error(self, key: str) -> None:
+        widget, error = self._fields[key]
+        if key not in self._notes and not error.isHidden():
+            error.hide()
+            widget.setStyleSheet("")
+
     def field_error(self, key: str) -> str:
         """The error shown under a field ("" when none)."""
         _, error = self._fields[key]
@@ -228,6 +291,7 @@ class SettingsCard(QGroupBox):
         """A refused save: each part of the message that names a field goes under that field;
         what names none stays at the bottom of the card."""
         self.saved_label.hide()
+        self._notes.clear()
         for widget, error in self._fields.values():
             error.hide()
             widget.setStyleSheet("")

@@ -29,6 +29,8 @@ STATUS_PHRASE = {
     RunStatus.GENERATING_FAILED: "failed during generation",
     RunStatus.TRAINING_FAILED: "failed during training",
 }
+ATTENTION = "#92400e"  # amber: the admin has something to do
+NEUTRAL = "#475569"  # slate: information
 PHASE_TEXT = {"generation": "Generating questions", "training": "Training Deep Memory"}
 
 
@@ -120,7 +122,6 @@ class WorkflowPanel(QGroupBox):
         self.blocked_label = QLabel()
         self.blocked_label.setObjectName("generateBlockedLabel")
         self.blocked_label.setWordWrap(True)
-        self.blocked_label.setStyleSheet("color: #92400e;")
         layout.addWidget(self.blocked_label)
 
         # the active progress indicator
@@ -187,6 +188,10 @@ class WorkflowPanel(QGroupBox):
         )
         if blocking is not None:
             self.blocked_label.setText(blocked_text(blocking))
+            # Amber only when the blocking run waits for the admin (review, train, Proceed or
+            # delete); a run at work is no alarm (issue 26).
+            waits = blocking.status in FAILED or blocking.status is RunStatus.GENERATED
+            self.blocked_label.setStyleSheet(f"color: {ATTENTION if waits else NEUTRAL};")
             self.blocked_label.show()
         else:
             self.blocked_label.clear()

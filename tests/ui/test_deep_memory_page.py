@@ -15,7 +15,7 @@ from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.llm_server import FakeLLMServer
 from dmdesk.ui.history_model import COL_PROGRESS, COL_STATUS, FAILED_COLOR, HasRefreshRole
 from dmdesk.ui.main_window import MainWindow
-from dmdesk.ui.workflow_panel import STATUS_PHRASE
+from dmdesk.ui.workflow_panel import ATTENTION, NEUTRAL, STATUS_PHRASE
 from tests.helpers import insert_pairs, insert_run
 from tests.ui.conftest import answer_box, buttons_of, click_refresh_icon, click_row
 
@@ -90,6 +90,10 @@ def test_fr7_4_scenario6_generate_disabled_with_the_blocking_status(
     phrase = STATUS_PHRASE[RunStatus(status)]  # the status in words, not `generating_failed`
     assert f"Run #{run_id} {phrase}" in wf.blocked_label.text()
     assert "completed or removed" in wf.blocked_label.text()
+    # Issue 26: amber only when the run waits for the admin; a run at work reads as a fact.
+    waits = status in ("generated", "generating_failed", "training_failed")
+    assert (ATTENTION in wf.blocked_label.styleSheet()) is waits
+    assert (NEUTRAL in wf.blocked_label.styleSheet()) is not waits
 
 
 def test_scenario6_generate_enabled_when_every_run_is_completed(qtbot, ctx) -> None:

@@ -95,6 +95,8 @@ def test_review_dialog_approves_and_training_becomes_possible(
     with qtbot.waitSignal(page.refreshed, timeout=3000):
         click(qtbot, dialog.close_button)
     assert page.workflow.train_button.isEnabled()
+    # Issue 26: the row no longer reads "ready to review" once pairs are approved.
+    assert page.history_model.index(0, 1).data() == "Generated — ready to train"
     with qtbot.waitSignal(page.job_finished, timeout=60_000) as done:
         click(qtbot, page.workflow.train_button)
     assert done.args[0].status is RunStatus.COMPLETED
@@ -166,6 +168,29 @@ def test_settings_card_shows_invalid_values_inline_and_saves_nothing(
     assert "questions_per_chunk = 3" in config_file().read_text()
 
 
+def test_settings_say_what_a_number_box_refused_and_drop_an_error_once_fixed(
+    qtbot, window: MainWindow
+) -> None:
+    """Issue 26: typing "-3" gave 3 without a word, and a fixed field kept its old error."""
+    card = window.page.settings_card
+    card.questions_spin.lineEdit().selectAll()
+    qtbot.keyClicks(card.questions_spin, "-3")
+    assert card.questions_spin.value() == 3
+    assert card.field_error("questions_per_chunk") == (
+        "A negative number is not accepted here: a whole number from 1 to 20"
+    )
+    card.concurrency_spin.lineEdit().selectAll()
+    qtbot.keyClicks(card.concurrency_spin, "999")
+    refused = card.field_error("generation_concurrency")
+    assert refused == "“999” is not accepted here: a whole number from 1 to 256"
+    card.store_edit.setText("/no/such/store")
+    click(qtbot, card.save_button)
+    assert "does not exist" in card.field_error("vector_store_path")
+    assert card.field_error("questions_per_chunk") == ""  # a save says what is wrong now
+    qtbot.keyClicks(card.store_edit, "x")  # the admin is fixing it
+    assert card.field_error("vector_store_path") == ""
+
+
 def test_a_refused_request_shows_a_dialog_with_the_reason(
     qtbot, make_ctx: Callable[..., ServiceContext], tmp_path
 ) -> None:
@@ -201,3 +226,19 @@ def test_gui_thread_never_stalls_during_a_full_speed_generation(
     assert done.args[0].status is RunStatus.GENERATED and done.args[0].pair_count == 500
     assert len(probe.gaps) > 10
     assert probe.longest < 0.5, f"longest GUI-thread stall {probe.longest * 1000:.0f} ms"
+
+
+def test_the_llm_fields_say_they_are_not_in_use_while_the_local_model_writes(
+    qtbot, dmdesk_window, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26: the demo's Settings card showed "gpt-4o-mini" and OpenAI's URL while the local
+    model wrote the questions."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    card = dmdesk_window(chunks=3, llm_base_url=None).window.page.settings_card
+    qtbot.waitUntil(lambda: card.local_writer_note.isVisible(), timeout=5000)
+    assert card.local_writer_note.text().startswith("Not in use now: ")
+    assert "until an OpenAI key or an LLM base URL is set" in card.local_writer_note.text()
+    card.base_url_edit.setText("http://127.0.0.1:9/v1")  # the admin points it at a server
+    with qtbot.waitSignal(card.settings_saved, timeout=5000):
+        click(qtbot, card.save_button)
+    qtbot.waitUntil(lambda: not card.local_writer_note.isVisible(), timeout=5000)
