@@ -75,14 +75,26 @@ format: deps
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-# Build the one-folder bundle and start it offscreen (not part of `make test`: ~3.5 min, 1.5 GB).
+# Build the one-folder bundle, start it offscreen, then the whole offline flow with it (the demo
+# store, the local writer and embedder, the local engine; no key, no network). Run by .ci/run
+# after `make test`: ~3.5 min to build, ~3 min for the flow, 1.5 GB.
 bundle-check: deps
 	$(BIN)/pip install --quiet -c constraints.txt 'pyinstaller>=6.10'
 	$(BIN)/pyinstaller --noconfirm --log-level WARN dmdesk.spec
-	@home=$$(mktemp -d); \
-	HOME=$$home DMDESK_DATA_DIR=$$home/data QT_QPA_PLATFORM=offscreen dist/dmdesk/dmdesk gui --smoke && \
-	HOME=$$home DMDESK_DATA_DIR=$$home/data dist/dmdesk/dmdesk runs && \
-	test -f $$home/data/dmdesk.db && echo "bundle-check: the bundle starts, shows its window and creates its database"
+	@set -e; home=$$(mktemp -d); trap 'rm -rf "$$home"' EXIT; \
+	export HOME=$$home DMDESK_DATA_DIR=$$home/data DMDESK_CONFIG_FILE=$$home/config.toml \
+	  OPENAI_API_KEY= PYTHON_KEYRING_BACKEND=keyring.backends.null.Keyring; \
+	QT_QPA_PLATFORM=offscreen dist/dmdesk/dmdesk gui --smoke; \
+	dist/dmdesk/dmdesk runs; \
+	test -f $$home/data/dmdesk.db; \
+	echo "bundle-check: the bundle starts, shows its window and creates its database"; \
+	dist/dmdesk/dmdesk demo --no-gui; \
+	dist/dmdesk/dmdesk generate --wait; \
+	dist/dmdesk/dmdesk review 1 --approve-all; \
+	dist/dmdesk/dmdesk train 1 --wait; \
+	dist/dmdesk/dmdesk runs --json > $$home/runs.json; \
+	grep -q '"status": "completed"' $$home/runs.json; \
+	echo "bundle-check: offline flow with the bundle: demo, generate, review, train — completed"
 
 screenshots: deps
 	QT_QPA_PLATFORM=offscreen BUGGER_OFF=true $(BIN)/python tools/screenshots.py docs
