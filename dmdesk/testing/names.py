@@ -31,6 +31,7 @@ OBJECT_NAMES: dict[str, str] = {
     "modelState": "whether search uses the run's model, and the guard's verdict",
     "verdictsLabel": "the verdicts on held-out pairs and on the evaluation set of real questions",
     "evaluationSetAction": "File → Evaluation set…: save real questions to judge models on",
+    "settingsAction": "File → Settings… (Ctrl+,): brings the Settings card into view",
     "evaluationSavedBox": "the confirmation that the evaluation set is saved",
     "useModelButton": "Use this model",
     "stopUsingButton": "Stop using Deep Memory",

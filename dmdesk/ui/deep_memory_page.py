@@ -160,6 +160,15 @@ class DeepMemoryPage(QWidget):
         self.live_label.setVisible(bool(health))
 
     @Slot()
+    def show_settings(self) -> None:
+        """File → Settings…: the Settings card in view, its first field focused."""
+        self.scroll_area.ensureWidgetVisible(self.settings_card, 0, 0)
+        bottom = self.settings_card.geometry().bottom()
+        bar = self.scroll_area.verticalScrollBar()
+        bar.setValue(min(bar.maximum(), max(bar.value(), bottom - self.scroll_area.height())))
+        self.settings_card.store_edit.setFocus()
+
+    @Slot()
     def reload(self) -> None:
         """F5: read everything again now, changed or not."""
         self.refresh()

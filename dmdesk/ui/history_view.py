@@ -336,6 +336,17 @@ class HistoryView(QTreeView):
         # open row's bar when its run changed.
         if top_left.data(IsActionsRole) and self.isExpanded(top_left.parent()):
             self._install_actions(top_left.parent())
+            return
+        # A cell that grew ("0 (0 approved)" → "1,204 (1,180 approved)") widens its column, so
+        # no text is cut off until the next reset (issue 26: "11 (0 approv…"). Only the changed
+        # cells are measured; the stretched last column needs nothing.
+        last = self._model.columnCount() - 1
+        for column in range(top_left.column(), min(bottom_right.column(), last - 1) + 1):
+            for row in range(top_left.row(), bottom_right.row() + 1):
+                cell = top_left.siblingAtRow(row).siblingAtColumn(column)
+                wanted = self.sizeHintForIndex(cell).width() + 8
+                if wanted > self.columnWidth(column):
+                    self.setColumnWidth(column, wanted)
 
     @Slot(int)
     def _on_delegate_refresh_clicked(self, run_id: int) -> None:

@@ -54,6 +54,17 @@ class MainWindow(QMainWindow):
         )
         evaluation.triggered.connect(self.page.import_evaluation_set)
         file_menu.addAction(evaluation)
+        settings = QAction("&Settings…", self)
+        settings.setObjectName("settingsAction")
+        # The Settings card is the page's last card, below the fold at the default size
+        # (issue 26): this brings it into view with its first field focused. Ctrl+, is the
+        # platform's Preferences key where it has one.
+        settings.setShortcut(QKeySequence(QKeySequence.StandardKey.Preferences))
+        if settings.shortcut().isEmpty():
+            settings.setShortcut(QKeySequence("Ctrl+,"))
+        settings.setMenuRole(QAction.MenuRole.PreferencesRole)
+        settings.triggered.connect(self.page.show_settings)
+        file_menu.addAction(settings)
         file_menu.addSeparator()
         quit_action = QAction("&Quit", self)
         quit_action.setObjectName("quitAction")

@@ -218,6 +218,12 @@ class ReviewDialog(QDialog):
             shortcut = QShortcut(QKeySequence(key), self)
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(slot)
+        # Enter in the table goes to the next pair, as in a spreadsheet (issue 26: Down and
+        # Enter did nothing visible); on a button, Enter is still that button's.
+        for enter in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            next_pair = QShortcut(QKeySequence(enter), self.table)
+            next_pair.setContext(Qt.ShortcutContext.WidgetShortcut)
+            next_pair.activated.connect(self._select_next)
         self.approve_button.clicked.connect(self._on_approve_clicked)
         self.reject_button.clicked.connect(self._on_reject_clicked)
         self.approve_all_button.clicked.connect(self._on_approve_all_clicked)
@@ -270,6 +276,7 @@ class ReviewDialog(QDialog):
             b.setEnabled(True)
         if pairs:
             self.table.selectRow(0)
+            self.table.setFocus()  # the keys act at once: A, R, Down, Enter
 
     def _show_counts(self) -> None:
         c = self.model.counts()
@@ -305,6 +312,16 @@ class ReviewDialog(QDialog):
             return
         self.model.set_approved(ids, approved)
         self._show_counts()
+        if len(ids) == 1:
+            self._select_next()  # one pair decided: on to the next, as a mail client does
+
+    @Slot()
+    def _select_next(self) -> None:
+        current = self.table.currentIndex()
+        row = current.row() + 1 if current.isValid() else 0
+        if row < self.proxy.rowCount():
+            self.table.selectRow(row)
+            self.table.scrollTo(self.proxy.index(row, 0))
 
     @Slot()
     def _on_approve_clicked(self) -> None:

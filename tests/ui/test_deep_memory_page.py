@@ -389,3 +389,24 @@ def test_a_completed_run_shows_recall_before_and_after_as_chart_and_numbers(
     assert "recall@10 0.400 → 0.700" in details.numbers.text()
     assert "40 held-out pairs" in details.title.text()
     assert window.page.history.expanded_run_id() is None  # completed rows still do not expand
+
+
+def test_a_cell_that_grows_widens_its_column_instead_of_being_cut_off(
+    qtbot, ctx: ServiceContext
+) -> None:
+    """Issue 26: at the default size the Pairs column read "11 (0 approv…": columns were fitted
+    at a reset only, and a run's pairs grow after it."""
+    from dmdesk.ui.history_model import COL_PAIRS
+
+    insert_run(ctx, "generating", owner="other-process")
+    w = MainWindow(ctx)
+    qtbot.addWidget(w)
+    w.show()
+    model, view = w.page.history_model, w.page.history
+    run = model.run_at(model.index(0, 0))
+    assert run is not None
+    model.update_run(run.model_copy(update={"pair_count": 123_456, "approved_count": 120_000}))
+    cell = model.index(0, COL_PAIRS)
+    assert cell.data() == "123456 (120000 approved)"
+    text_width = view.fontMetrics().horizontalAdvance(cell.data())
+    assert view.columnWidth(COL_PAIRS) > text_width

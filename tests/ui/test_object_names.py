@@ -59,6 +59,7 @@ def test_every_contract_name_exists_in_the_window(
     qtbot.waitUntil(lambda: "evaluationSavedBox" in visible_names(), timeout=30_000)
     seen |= visible_names()
     win.page.show_error("A test error", "shown to see its name")
+    win.window.findChild(QAction, "settingsAction").trigger()
     seen |= visible_names()
     missing = sorted(set(OBJECT_NAMES) - ELSEWHERE - seen)
     assert not missing, f"object names gone from the window: {missing}"

@@ -97,17 +97,43 @@ def test_review_keys_a_and_r_work_and_enter_approves_nothing(
     run_id = generated_run_with_verdicts(ctx)
     dialog = open_review(qtbot, window, run_id)
     dialog.table.setFocus()
-    dialog.table.selectRow(row_of(dialog, "chunk-00003"))
+    start = row_of(dialog, "chunk-00003")
+    dialog.table.selectRow(start)
     qtbot.keyClick(dialog.table, Qt.Key.Key_Return)
     qtbot.keyClick(dialog.table, Qt.Key.Key_Enter)
     assert next(p for p in dialog.model.pairs if p.chunk_id == "chunk-00003").approved is None
     assert dialog.isVisible()
+    assert dialog.table.currentIndex().row() == start + 2  # Enter goes to the next pair
+    dialog.table.selectRow(start)
     qtbot.keyClick(dialog.table, Qt.Key.Key_A)
     assert next(p for p in dialog.model.pairs if p.chunk_id == "chunk-00003").approved is True
     dialog.table.selectRow(row_of(dialog, "chunk-00005"))
     qtbot.keyClick(dialog.table, Qt.Key.Key_R)
     got = {p.chunk_id: p.approved for p in TrainingRunService(ctx).list_pairs(run_id)}
     assert got["chunk-00003"] is True and got["chunk-00005"] is False
+    dialog.reject()
+
+
+def test_the_review_is_driven_by_keyboard_alone_a_and_r_move_on(
+    qtbot, window: MainWindow, ctx: ServiceContext
+) -> None:
+    """Issue 26: A then R acted on the same row, the selection never moved on, and the keys
+    needed a click in the table first."""
+    run_id = generated_run_with_verdicts(ctx)
+    dialog = open_review(qtbot, window, run_id)
+    qtbot.waitUntil(lambda: dialog.table.hasFocus(), timeout=3000)  # no click needed
+    order = [
+        dialog.model.pairs[dialog.proxy.mapToSource(dialog.proxy.index(r, 0)).row()]
+        for r in range(dialog.proxy.rowCount())
+    ]
+    for key in (Qt.Key.Key_A, Qt.Key.Key_R, Qt.Key.Key_A):
+        qtbot.keyClick(dialog.table, key)
+    qtbot.keyClick(dialog.table, Qt.Key.Key_Down)
+    qtbot.keyClick(dialog.table, Qt.Key.Key_R)
+    got = {p.id: p.approved for p in TrainingRunService(ctx).list_pairs(run_id)}
+    assert [got[p.id] for p in order[:5]] == [True, False, True, order[3].approved, False]
+    assert dialog.table.currentIndex().row() == 5
+    assert order[5].question in dialog.chunk_view.toPlainText()  # the pane follows
     dialog.reject()
 
 

@@ -242,3 +242,26 @@ def test_the_llm_fields_say_they_are_not_in_use_while_the_local_model_writes(
     with qtbot.waitSignal(card.settings_saved, timeout=5000):
         click(qtbot, card.save_button)
     qtbot.waitUntil(lambda: not card.local_writer_note.isVisible(), timeout=5000)
+
+
+def test_file_settings_brings_the_settings_card_into_view(qtbot, window: MainWindow) -> None:
+    """Issue 26: at the default size the Settings card was below the fold, with no way to it
+    but scrolling."""
+    from PySide6.QtGui import QAction
+
+    page = window.page
+    bar = page.scroll_area.verticalScrollBar()
+    bar.setValue(0)
+    card = page.settings_card
+    viewport = page.scroll_area.viewport()
+
+    def in_view() -> bool:
+        top_left = card.store_edit.mapTo(viewport, card.store_edit.rect().topLeft())
+        return viewport.rect().contains(top_left)
+
+    assert bar.maximum() > 0 and not in_view()  # below the fold at 1000×760
+    action = window.findChild(QAction, "settingsAction")
+    assert action.shortcut().toString() == "Ctrl+,"
+    action.trigger()
+    assert in_view()
+    qtbot.waitUntil(lambda: card.store_edit.hasFocus(), timeout=3000)
