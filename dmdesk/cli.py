@@ -777,14 +777,10 @@ def dispatch(args: argparse.Namespace) -> int:
     if cmd == "demo" and args.no_gui:
         from dmdesk.demo import demo_store_path, ensure_demo
 
-        bar = _Bar()
-        config = ensure_demo(
-            config,
-            lambda done, total, _msg: bar(
-                ProgressUpdate(run_id=0, phase="generation", processed=done, total=total)
-            ),
-        )
-        bar.close()
+        # The store's build is an import (its chunks embedded), not a generation: said as
+        # `dmdesk import` says it ("generation: 533/533 chunks, 0 pairs" read as a run).
+        building = _ImportProgress()
+        config = ensure_demo(config, lambda done, total, _msg: building("embedding", done, total))
         print(f"The demo knowledge base is ready: {demo_store_path(config)}")
         print(
             "Next: dmdesk generate --wait; dmdesk review RUN --approve-all; dmdesk train RUN --wait"

@@ -42,6 +42,8 @@ def test_demo_runs_end_to_end_offline_without_a_key(
 ) -> None:
     built = run(tmp_path, "demo", "--no-gui")
     assert built.returncode == 0, built.stderr
+    # The store's build is said as an import, not as a run's generation (issue 23).
+    assert "embedding " in built.stderr and "generation:" not in built.stderr
     settings = json.loads(run(tmp_path, "settings", "--json").stdout)
     assert settings["available"] and settings["deep_memory_backend"] == "local"
     assert settings["generator"].startswith("SmolLM2") and not settings["llm_key_configured"]
