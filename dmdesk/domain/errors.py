@@ -3,10 +3,7 @@ act on; the GUI shows the same message in a dialog. No message ever contains a s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from dmdesk.domain.status import RunStatus
+from typing import Any, ClassVar
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -41,9 +38,12 @@ class RuleViolation(DmdeskError):
 
 
 class InvalidTransition(RuleViolation):
-    def __init__(self, old: RunStatus, new: RunStatus, run_id: int | None = None) -> None:
+    """`old` and `new` are statuses (dmdesk.domain.status.RunStatus, a StrEnum, or their
+    values): typed as `str` so the errors depend on nothing and status may import them."""
+
+    def __init__(self, old: str, new: str, run_id: int | None = None) -> None:
         who = f"Run #{run_id}" if run_id is not None else "The run"
-        super().__init__(f"{who} is {old.value}; it cannot become {new.value}.")
+        super().__init__(f"{who} is {old}; it cannot become {new}.")
         self.old, self.new, self.run_id = old, new, run_id
 
 
