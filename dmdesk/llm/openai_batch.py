@@ -12,16 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import openai
 
 from dmdesk.domain.errors import LLMError
-from dmdesk.llm.pacing import RateLimited
+from dmdesk.llm.pacing import Pacer, RateLimited, retry_after
 from dmdesk.llm.prompt import SYSTEM, InvalidReply, parse_reply, user_prompt
-
-if TYPE_CHECKING:
-    from dmdesk.llm.openai_generator import OpenAIGenerator
 
 ENDPOINT: Literal["/v1/chat/completions"] = "/v1/chat/completions"
 # The API's limits per batch: 50,000 requests and a 200 MB input file (a margin kept).
@@ -43,15 +40,26 @@ class Answer:
 
 
 class BatchClient:
-    def __init__(self, generator: OpenAIGenerator) -> None:
-        self._gen = generator
-        self._client = generator._client
-        self.pacer = generator.pacer
+    """The Batch API on an online generator's client and pacer, given as its parts (the client,
+    the pacer, the model and how an API error is explained to the admin), so this module and
+    dmdesk.llm.openai_generator do not import each other."""
+
+    def __init__(
+        self,
+        client: Any,
+        pacer: Pacer,
+        model: str,
+        explain: Callable[[openai.APIError], LLMError],
+    ) -> None:
+        self._client = client
+        self.pacer = pacer
+        self.model = model
+        self._explain = explain
 
     def request_line(self, custom_id: str, text: str, n: int) -> bytes:
         """One JSONL line: the chat request the online path would send for this chunk."""
         body: dict[str, Any] = {
-            "model": self._gen.model,
+            "model": self.model,
             "messages": [
                 {"role": "system", "content": SYSTEM},
                 {"role": "user", "content": user_prompt(text, n)},
@@ -65,8 +73,6 @@ class BatchClient:
     async def _paced(self, call: Callable[[], Awaitable[T]]) -> T:
         """One API call under the pacer: a 429 waits and is sent again; another error raises
         LLMError with the generator's explanation."""
-        from dmdesk.llm.openai_generator import _retry_after
-
         while True:
             try:
                 await self.pacer.acquire()
@@ -75,11 +81,11 @@ class BatchClient:
             try:
                 result = await call()
             except openai.RateLimitError as exc:
-                self.pacer.refused(_retry_after(exc.response.headers), exc.response.headers)
+                self.pacer.refused(retry_after(exc.response.headers), exc.response.headers)
                 continue
             except openai.APIError as exc:
                 self.pacer.failed()
-                raise self._gen._explain(exc) from None
+                raise self._explain(exc) from None
             except BaseException:
                 self.pacer.failed()
                 raise

@@ -14,13 +14,13 @@ includes the key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import openai
 
 from dmdesk.domain.errors import LLMError
-from dmdesk.llm.pacing import Pacer, RateLimited, parse_duration
+from dmdesk.llm.openai_batch import BatchClient
+from dmdesk.llm.pacing import Pacer, RateLimited, retry_after
 from dmdesk.llm.prompt import SYSTEM, InvalidReply, parse_reply, user_prompt
 
 INVALID_REPLY_ATTEMPTS = 3
@@ -36,17 +36,6 @@ class _PacedClient(openai.AsyncOpenAI):
         if getattr(response, "status_code", None) == 429:
             return False
         return bool(super()._should_retry(response))
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    h = {k.lower(): v for k, v in headers.items()}
-    ms = h.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    return parse_duration(h.get("retry-after"))
 
 
 def estimate_tokens(text: str) -> int:
@@ -100,9 +89,7 @@ class OpenAIGenerator:
     @property
     def batches(self) -> Any:
         """The Batch API on this generator's client and pacer (dmdesk.llm.openai_batch)."""
-        from dmdesk.llm.openai_batch import BatchClient
-
-        return BatchClient(self)
+        return BatchClient(self._client, self.pacer, self.model, self._explain)
 
     async def generate(self, text: str, n: int) -> list[str]:
         messages = [
@@ -141,7 +128,7 @@ class OpenAIGenerator:
                 resp = raw.parse()
             except openai.RateLimitError as exc:
                 headers = exc.response.headers
-                self.pacer.refused(_retry_after(headers), headers)
+                self.pacer.refused(retry_after(headers), headers)
                 continue  # sent again once the pacer allows: a 429 alone never fails a run
             except openai.BadRequestError as exc:
                 self.pacer.failed()

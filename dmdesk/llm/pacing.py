@@ -54,6 +54,19 @@ def parse_duration(text: str | None) -> float | None:
     return h * 3600 + mi * 60 + s + ms / 1000
 
 
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The seconds a 429 asks to wait: `retry-after-ms`, else `retry-after` (seconds or a
+    duration); None when it says nothing."""
+    h = {k.lower(): v for k, v in headers.items()}
+    ms = h.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    return parse_duration(h.get("retry-after"))
+
+
 def _int(headers: Mapping[str, str], name: str) -> int | None:
     try:
         return int(float(headers[name]))
