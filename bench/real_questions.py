@@ -314,7 +314,8 @@ def main() -> int:
 
     pairs = [p for p in runs.list_pairs(run.id) if p.approved]
     served = {name: retrieval.evaluate(ctx, *qs, [1, 3, 5, 10]) for name, qs in halves.items()}
-    indexed = {name: question_index(ctx, pairs, *qs) for name, qs in halves.items()}
+    measure_index = question_index(ctx, pairs)
+    indexed = {name: measure_index(*qs) for name, qs in halves.items()}
     from dmdesk.deepmemory import adapters
 
     adapters.activate(ctx.config.data_dir, run.id, ctx.config.vector_store_path)
@@ -348,42 +349,41 @@ def main() -> int:
     return 1 if worse else 0
 
 
-def question_index(ctx, pairs, questions, relevant_ids) -> dict[str, float]:
-    """recall@1/10 and MRR when every approved question is an extra vector of its chunk and a
-    chunk scores by its best match over its text and its questions (doc2query-style; the bench's
-    stores are small, so the scores are one matrix here)."""
+def question_index(ctx, pairs):
+    """The question index's measure: a function giving recall@1/10 and MRR of labelled
+    questions when every approved question is an extra vector of its chunk and a chunk scores
+    by its best match over its text and its questions (doc2query-style). The store and the
+    approved questions are embedded once here; the bench's stores are small, so the scores are
+    one matrix."""
     import numpy as np
 
+    from dmdesk.deepmemory.metrics import metrics_from_ranks
     from dmdesk.services.retrieval import _embedding
 
     embed = _embedding(ctx)
     store = ctx.vector_store_factory(ctx.config.vector_store_path)
     ids, corpus = store.corpus_embeddings(embed)
     row_of = {cid: i for i, cid in enumerate(ids)}
-    kept = [
-        (t, [row_of[c] for c in rel if c in row_of])
-        for t, rel in zip(questions, relevant_ids, strict=True)
-    ]
-    kept = [k for k in kept if k[1]]
-    q = embed([t for t, _ in kept])
-    scores = q @ corpus.T
     extra = [p for p in pairs if p.chunk_id in row_of]
-    if extra:
-        e = embed([p.question for p in extra])
-        rows = np.asarray([row_of[p.chunk_id] for p in extra])
-        by_question = q @ e.T
-        np.maximum.at(scores.T, rows, by_question.T)  # each chunk: its best match
-    ranks = []
-    for i, (_, rel) in enumerate(kept):
-        own = scores[i, rel].max()
-        ranks.append(1 + int((scores[i] > own).sum()))
-    r = np.asarray(ranks)
-    return {
-        "recall@1": float((r <= 1).mean()),
-        "recall@10": float((r <= 10).mean()),
-        "mrr": float((1.0 / r).mean()),
-        "queries": len(r),
-    }
+    e = embed([p.question for p in extra]) if extra else None
+    rows = np.asarray([row_of[p.chunk_id] for p in extra])
+
+    def measure(questions, relevant_ids) -> dict[str, float]:
+        kept = [
+            (t, [row_of[c] for c in rel if c in row_of])
+            for t, rel in zip(questions, relevant_ids, strict=True)
+        ]
+        kept = [k for k in kept if k[1]]
+        q = embed([t for t, _ in kept])
+        scores = q @ corpus.T
+        if e is not None:
+            np.maximum.at(scores.T, rows, (q @ e.T).T)  # each chunk: its best match
+        ranks = [
+            1 + int((scores[i] > scores[i, rel].max()).sum()) for i, (_, rel) in enumerate(kept)
+        ]
+        return metrics_from_ranks(ranks, (1, 10))
+
+    return measure
 
 
 def questions_cache(name: str) -> Path:
