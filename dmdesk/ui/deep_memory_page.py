@@ -162,10 +162,8 @@ class DeepMemoryPage(QWidget):
     @Slot()
     def show_settings(self) -> None:
         """File → Settings…: the Settings card in view, its first field focused."""
-        self.scroll_area.ensureWidgetVisible(self.settings_card, 0, 0)
-        bottom = self.settings_card.geometry().bottom()
-        bar = self.scroll_area.verticalScrollBar()
-        bar.setValue(min(bar.maximum(), max(bar.value(), bottom - self.scroll_area.height())))
+        self.scroll_area.ensureWidgetVisible(self.settings_card, 0, 0)  # as much as fits
+        self.scroll_area.ensureWidgetVisible(self.settings_card.store_edit)  # its first field
         self.settings_card.store_edit.setFocus()
 
     @Slot()

@@ -267,11 +267,11 @@ class SettingsCard(QGroupBox):
 
     def _refused(self, key: str, spin: QSpinBox, text: str) -> None:
         _, error = self._fields[key]
-        low = spin.specialValueText() or str(spin.minimum())
         what = "A negative number is" if text.startswith("-") else f"“{text}” is"
+        special = spin.specialValueText()  # what the minimum means ("all chunks"), if anything
         error.setText(
             f"{what} not accepted here: a whole number from {spin.minimum()} "
-            f"to {spin.maximum()}" + (f" (0 is {low})" if spin.specialValueText() else "")
+            f"to {spin.maximum()}" + (f" (0 is {special})" if special else "")
         )
         error.show()
         self._notes.add(key)  # stays until the next save: the box kept its old value
