@@ -3,7 +3,8 @@
 A backend trains on (query, relevant chunk ids) pairs and returns metrics. It reports a job id as
 soon as it has one (`on_job_id`, stored at once so a crash keeps it), progress as a fraction,
 and checks `cancel` between steps. Failure is a :class:`TrainingError` carrying the job id and
-any partial metrics, which the run keeps (Scenario 2).
+any partial metrics, which the run keeps (Scenario 2). The factory that picks a backend by
+its name is `dmdesk.deepmemory.backends`, above both backends (the base knows neither).
 """
 
 from __future__ import annotations
@@ -11,13 +12,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from dmdesk.deepmemory.evalset import EvaluationSet
-from dmdesk.domain.errors import InvalidSettings
-
-if TYPE_CHECKING:
-    from dmdesk.config import DmdeskConfig
 
 
 @dataclass(frozen=True)
@@ -49,28 +46,3 @@ class TrainingBackend(Protocol):
         progress: ProgressFn,
         cancel: threading.Event,
     ) -> dict[str, Any]: ...
-
-
-def make_backend(name: str, config: DmdeskConfig) -> TrainingBackend:
-    from dmdesk import secrets
-    from dmdesk.embeddings import make_embedding
-    from dmdesk.vectorstore.service import open_store
-
-    def embedding() -> Any:
-        return make_embedding(config.embedding, base_url=config.llm_base_url)
-
-    if name == "deeplake":
-        from dmdesk.deepmemory.cloud import DeepLakeCloudBackend
-
-        return DeepLakeCloudBackend(
-            lambda: secrets.get_secret(secrets.ACTIVELOOP_TOKEN),
-            embedding,
-            poll_interval_s=config.cloud_poll_interval_s,
-            patience_s=config.cloud_patience_s,
-            deadline_s=config.cloud_deadline_s,
-        )
-    if name == "local":
-        from dmdesk.deepmemory.local import LocalEngineBackend
-
-        return LocalEngineBackend(config.data_dir, embedding, open_store)
-    raise InvalidSettings(f"Unknown Deep Memory backend {name!r}: use 'deeplake' or 'local'.")

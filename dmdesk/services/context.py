@@ -20,7 +20,8 @@ from dmdesk.config import DmdeskConfig, load_config
 from dmdesk.db.migrate import ensure_schema
 from dmdesk.db.models import utcnow
 from dmdesk.db.session import make_engine, make_session_factory
-from dmdesk.deepmemory.base import TrainingBackend, make_backend
+from dmdesk.deepmemory.backends import make_backend
+from dmdesk.deepmemory.base import TrainingBackend
 from dmdesk.domain.errors import DatabaseError
 from dmdesk.llm.base import QuestionGenerator
 from dmdesk.vectorstore.service import VectorStoreService, open_store
