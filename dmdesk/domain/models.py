@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -105,6 +106,9 @@ class ProgressUpdate(BaseModel):
     total: int
     pair_count: int = 0
     message: str = ""
+
+
+ProgressCallback = Callable[[ProgressUpdate], None]
 
 
 class DeepMemorySettingsResponse(BaseModel):

@@ -22,6 +22,8 @@ from dmdesk.domain.models import describe_usage
 from dmdesk.llm.openai_generator import estimate_tokens
 from dmdesk.llm.pricing import cost_usd
 from dmdesk.llm.prompt import SYSTEM, user_prompt
+from dmdesk.services.settings import uses_local_generator
+from dmdesk.vectorstore.service import count_chunks
 
 SAMPLE_ROWS = 2_000
 TOKENS_PER_QUESTION = 24  # a search question of ~15 words, quoted in JSON
@@ -72,9 +74,6 @@ class GenerationEstimate:
 def estimate_generation(config: DmdeskConfig, store: Any) -> GenerationEstimate:
     """The estimate of a generation started now with `config` on `store` (an open
     VectorStoreService; the caller closes it). Reads the store only."""
-    from dmdesk.services.runs import count_chunks
-    from dmdesk.services.settings import uses_local_generator
-
     rows = store.row_count()
     if config.chunk_limit is not None:
         rows = min(rows, config.chunk_limit)

@@ -150,11 +150,11 @@ class GenerationJob(RunJob):
                     self._assess_quality()
         except LostRun:
             log.warning("run %s: no longer ours; stopping without touching it", self.run_id)
-            return self.runs.get_run(self.run_id)
+            return self.get_run()
         except BaseException as exc:
             self._set_failure(exc)
         if heartbeat.lost.is_set() or isinstance(self._failure, LostRun):
-            return self.runs.get_run(self.run_id)
+            return self.get_run()
         if self._failure is not None:
             return self._fail(self._failure)
         return self._finish()
@@ -620,7 +620,7 @@ class GenerationJob(RunJob):
             reason = f"Unexpected error ({type(exc).__name__}: {exc}). Proceed to retry."
         where = f"Generation stopped at {self.processed}/{self.total} chunks"
         message = f"{where}: {reason}" if not isinstance(exc, Cancelled) else f"{where}. {reason}"
-        settings = dict(self.runs.get_run(self.run_id).settings or {})
+        settings = dict(self.get_run().settings or {})
         settings["resume_row"] = self._resume_row()
         return self.end(
             RunStatus.GENERATING_FAILED, error_message=message[:4000], settings=settings

@@ -14,11 +14,11 @@ import threading
 from typing import Any
 
 from dmdesk.db.session import session_scope
-from dmdesk.domain.models import ProgressUpdate, RunView
+from dmdesk.domain.models import ProgressCallback, ProgressUpdate, RunView
 from dmdesk.domain.status import RunStatus
+from dmdesk.services import queries
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.heartbeat import Heartbeat
-from dmdesk.services.runs import ProgressCallback, TrainingRunService
 from dmdesk.services.transitions import write_run
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,10 @@ class RunJob:
         self.cancel = cancel or threading.Event()
         # Set (with cancel) when another process takes the run over: stop, write nothing.
         self.handover = threading.Event()
-        self.runs = TrainingRunService(ctx)
+
+    def get_run(self) -> RunView:
+        """The job's run as it is now (read side only: a job does not command other runs)."""
+        return queries.get_run(self.ctx, self.run_id)
 
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(self.ctx, self.run_id, self.active)
@@ -72,7 +75,7 @@ class RunJob:
         values.setdefault("owner", None)
         with session_scope(self.ctx.sessions) as s:
             write_run(s, self.run_id, expect=self.active, owned_by=self.ctx.owner, to=to, **values)
-        return self.runs.get_run(self.run_id)
+        return self.get_run()
 
     def emit(self, update: ProgressUpdate) -> None:
         """Hand a progress update to the caller; a broken consumer must not kill the run."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -26,14 +26,13 @@ from sqlalchemy.orm import Session
 
 from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
-from dmdesk.deepmemory import adapters
 from dmdesk.domain.errors import (
     GenerationBlocked,
     InvalidSettings,
     RuleViolation,
     RunNotFound,
 )
-from dmdesk.domain.models import PairView, ProgressUpdate, RunView
+from dmdesk.domain.models import PairView, ProgressCallback, RunView
 from dmdesk.domain.status import (
     ACTIVE,
     FAILED,
@@ -43,49 +42,13 @@ from dmdesk.domain.status import (
     check_transition,
 )
 from dmdesk.embeddings import release_local_model
+from dmdesk.services import queries
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.settings import availability, uses_local_generator
 from dmdesk.services.transitions import insert_run, lock_runs, write_run
+from dmdesk.vectorstore.service import count_chunks
 
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[ProgressUpdate], None]
-
-
-def to_view(
-    run: TrainingRun, approved_count: int = 0, active_runs: frozenset[int] = frozenset()
-) -> RunView:
-    return RunView(
-        id=run.id,
-        status=RunStatus(run.status),
-        total_chunks=run.total_chunks,
-        processed_chunks=run.processed_chunks,
-        pair_count=run.pair_count,
-        error_message=run.error_message,
-        deeplake_job_id=run.deeplake_job_id,
-        metrics=run.metrics,
-        settings=run.settings,
-        created_at=run.created_at,
-        updated_at=run.updated_at,
-        heartbeat_at=run.heartbeat_at,
-        approved_count=approved_count,
-        model_active=run.id in active_runs,
-        prompt_tokens=run.prompt_tokens or 0,
-        completion_tokens=run.completion_tokens or 0,
-        cost_usd=_cost(run),
-    )
-
-
-def _cost(run: TrainingRun) -> float | None:
-    if not (run.prompt_tokens or run.completion_tokens):
-        return None
-    from dmdesk.llm.pricing import cost_usd
-
-    settings = run.settings or {}
-    batch = settings.get("llm_mode") == "batch"
-    return cost_usd(
-        settings.get("llm_model"), run.prompt_tokens or 0, run.completion_tokens or 0, batch=batch
-    )
 
 
 def _check_budget(cfg: Any) -> None:
@@ -98,22 +61,6 @@ def _check_budget(cfg: Any) -> None:
         raise InvalidSettings(budget_unpriced(cfg.llm_model, cfg.budget_usd))
 
 
-def count_chunks(store: Any, rows: int) -> int:
-    """The chunks of rows [0, rows): distinct ids. A chunk's identity is its id — pairs and
-    Deep Memory's relevance name chunks by id — so a row that repeats an earlier row's id is
-    the same chunk and gets no pairs of its own (one read of the ids, ~11 µs a row)."""
-    return len(set(store.read_ids(rows)))
-
-
-def _approved_counts() -> Any:
-    return (
-        select(TrainingPair.training_run_id, func.count().label("n"))
-        .where(TrainingPair.approved.is_(True))
-        .group_by(TrainingPair.training_run_id)
-        .subquery()
-    )
-
-
 class TrainingRunService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -122,33 +69,16 @@ class TrainingRunService:
 
     def list_runs(self) -> list[RunView]:
         """All runs, newest first, with approved-pair counts: one query, whatever the count."""
-        counts = _approved_counts()
-        stmt = (
-            select(TrainingRun, func.coalesce(counts.c.n, 0))
-            .outerjoin(counts, counts.c.training_run_id == TrainingRun.id)
-            .order_by(TrainingRun.id.desc())
-        )
-        active = self._active_runs()
-        with session_scope(self.ctx.sessions) as s:
-            return [to_view(run, n, active) for run, n in s.execute(stmt).all()]
+        return queries.list_runs(self.ctx)
 
     def _active_runs(self) -> frozenset[int]:
-        return adapters.active_runs(self.ctx.config.data_dir)
+        return queries.active_runs(self.ctx)
 
     def get_run(self, run_id: int) -> RunView:
-        with session_scope(self.ctx.sessions) as s:
-            return self._view(s, run_id)
+        return queries.get_run(self.ctx, run_id)
 
     def _view(self, s: Session, run_id: int) -> RunView:
-        run = s.get(TrainingRun, run_id, populate_existing=True)
-        if run is None:
-            raise RunNotFound(run_id)
-        approved = s.scalar(
-            select(func.count())
-            .select_from(TrainingPair)
-            .where(TrainingPair.training_run_id == run_id, TrainingPair.approved.is_(True))
-        )
-        return to_view(run, approved or 0, self._active_runs())
+        return queries.view(s, self.ctx, run_id)
 
     def change_token(self) -> tuple[Any, ...]:
         """A cheap fingerprint of the runs table that changes whenever any process changes a

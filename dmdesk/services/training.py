@@ -104,16 +104,16 @@ class TrainingJob(RunJob):
             metrics = {**metrics, "activation": decide(metrics)}
             view = self._end(RunStatus.COMPLETED, metrics=metrics, error=None)
             if apply_guard(self.ctx, view):
-                return self.runs.get_run(self.run_id)
+                return self.get_run()
             return view
         except Cancelled as exc:
             if not self.handover.is_set():
                 return self._end(RunStatus.TRAINING_FAILED, metrics=None, error=exc.message)
             log.info("run %s: handed over to another process", self.run_id)
-            return self.runs.get_run(self.run_id)
+            return self.get_run()
         except LostRun:
             log.warning("run %s: no longer ours; stopping without touching it", self.run_id)
-            return self.runs.get_run(self.run_id)
+            return self.get_run()
         except TrainingError as exc:
             return self._end(
                 RunStatus.TRAINING_FAILED,

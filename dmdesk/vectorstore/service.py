@@ -277,3 +277,10 @@ def create_local_store(
         if embeddings is not None:
             data["embedding"] = embeddings
         ds.extend(data, skip_ok=True)  # without embeddings the tensor stays empty
+
+
+def count_chunks(store: Any, rows: int) -> int:
+    """The chunks of rows [0, rows): distinct ids. A chunk's identity is its id — pairs and
+    Deep Memory's relevance name chunks by id — so a row that repeats an earlier row's id is
+    the same chunk and gets no pairs of its own (one read of the ids, ~11 µs a row)."""
+    return len(set(store.read_ids(rows)))
