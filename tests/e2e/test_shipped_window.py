@@ -4,94 +4,27 @@ window over the test's QApplication (qasync in its "already running" mode); `dmd
 watcher spawned) before `aio.run`, whose start cancelled every task made before it.
 
 Here `dmdesk gui` itself runs in a child process (the real entry point, `dmdesk.cli.main`), with
-only an observer added: a Qt timer that prints the window's History and Generate's state every
-100 ms. The test starts a run from another process, kills its job with -9 and removes it, and
+only an observer added (tests/e2e/shipped.py): a Qt timer that prints what the window shows
+every 100 ms. The test starts a run from another process, kills its job with -9 and removes it, and
 reads what the window shows."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dmdesk.testing.cli import dmdesk_env, run_dmdesk
 from dmdesk.testing.llm_server import FakeLLMServer
 from dmdesk.vectorstore.service import create_local_store
+from tests.e2e.shipped import OBSERVED_GUI, Observed, job_pid
 
 pytestmark = pytest.mark.slow
-
-OBSERVED_GUI = """
-import json, sys, time
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
-from dmdesk.ui.main_window import MainWindow
-import dmdesk.cli
-
-app = QApplication(sys.argv[:1])
-
-def report():
-    for w in QApplication.topLevelWidgets():
-        if isinstance(w, MainWindow) and w.isVisible():
-            runs = [[r.id, r.status.value] for r in w.page.history_model.runs()]
-            button = w.findChild(object, "generateButton")
-            print(json.dumps({"t": time.monotonic(), "runs": runs,
-                              "generate": bool(button and button.isEnabled())}), flush=True)
-
-timer = QTimer()
-timer.timeout.connect(report)
-timer.start(100)
-sys.exit(dmdesk.cli.main(["gui"]))
-"""
-
-
-class Observed:
-    """The child's reports, read in a thread; `wait_for(pred)` returns the first report that
-    satisfies `pred`, with the time it came."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.reports: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def close(self) -> None:
-        """After the child has exited: the reader has met the end of its output; the pipe is
-        closed here, not left to the garbage collector (pytest turns that into an error)."""
-        self._reader.join(10)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                with self._lock:
-                    self.reports.append(json.loads(line))
-
-    def wait_for(self, pred: Any, timeout: float, what: str) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < end:
-            with self._lock:
-                fresh = self.reports[seen:]
-                seen = len(self.reports)
-            for report in fresh:
-                if pred(report):
-                    return report
-            if self.proc.poll() is not None:
-                pytest.fail(f"the window exited ({self.proc.returncode}) waiting for {what}")
-            time.sleep(0.05)
-        last = self.reports[-1] if self.reports else None
-        pytest.fail(f"the window did not show {what} within {timeout} s; it shows {last}")
 
 
 @pytest.fixture
@@ -114,7 +47,7 @@ def shipped_window(tmp_path: Path):
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE,
         text=True,
     )
     observed = Observed(proc)
@@ -130,14 +63,6 @@ def shipped_window(tmp_path: Path):
             proc.wait()
         observed.close()
         server.stop()
-
-
-def job_pid(run_id: int) -> int:
-    out = subprocess.run(
-        ["pgrep", "-f", f"dmdesk _job {run_id} "], capture_output=True, text=True
-    ).stdout.split()
-    assert out, "no job process"
-    return int(out[0])
 
 
 def test_the_shipped_window_shows_a_run_started_killed_and_removed_elsewhere(
