@@ -73,3 +73,7 @@ def budget_unpriced(model: str | None, budget: float) -> str:
         f'{model!r}, so it cannot keep to it. Set its price with {PRICE_ENV}="input,output" '
         "(USD per million tokens), or remove the budget (Settings, or DMDESK_BUDGET_USD)."
     )
+
+
+def usd(amount: float) -> str:
+    return f"${amount:.4f}" if amount < 1 else f"${amount:,.2f}"

@@ -25,17 +25,52 @@ paid for once. Progress counts the open batches' answered requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from dmdesk.domain.errors import Cancelled, DmdeskError
 from dmdesk.llm.openai_batch import MAX_FILE_BYTES, TERMINAL, Answer, BatchClient
-from dmdesk.llm.pricing import cost_usd
+from dmdesk.llm.pricing import cost_usd, usd
+from dmdesk.services.context import ServiceContext
 from dmdesk.services.estimate import call_tokens
+from dmdesk.services.job import Stopped
 from dmdesk.vectorstore.service import Chunk
 
-if TYPE_CHECKING:
-    from dmdesk.services.generation import GenerationJob
+
+class BatchJob(Protocol):
+    """What a batch round needs of the generation job it runs in
+    (`dmdesk.services.generation.GenerationJob`, which imports this module — not the reverse):
+    its run, the budget and token bookkeeping, progress, the stop signal and the commit of
+    answers (chunks, tokens and the batch records in one transaction)."""
+
+    ctx: ServiceContext
+    run_id: int
+    processed: int
+    total: int
+    model: str | None
+    budget_reached: DmdeskError | None
+
+    def spent(self) -> float: ...
+
+    def report(self, message: str = "", extra: int = 0) -> None: ...
+
+    def calls_written(self, calls: int) -> None: ...
+
+    def stop_signal(self) -> contextlib.AbstractContextManager[None]: ...
+
+    async def until_stopped(self) -> None: ...
+
+    def guarded_write(self, **values: Any) -> None: ...
+
+    def commit(
+        self,
+        answered: list[tuple[str, list[str]]],
+        prompt_tokens: int,
+        completion_tokens: int,
+        settings: dict[str, Any] | None = None,
+    ) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +86,7 @@ def open_batches(settings: dict[str, Any] | None) -> list[dict[str, Any]]:
 class BatchRound:
     def __init__(
         self,
-        job: GenerationJob,
+        job: BatchJob,
         generator: Any,
         store: Any,
         snapshot: dict[str, Any],
@@ -77,18 +112,16 @@ class BatchRound:
     # -- the rounds ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        from dmdesk.services.generation import _Stopped
-
         job = self.job
-        with job._stop_signal():
+        with job.stop_signal():
             try:
                 async with asyncio.TaskGroup() as group:
-                    stopper = group.create_task(job._until_stopped())
+                    stopper = group.create_task(job.until_stopped())
                     await self._rounds()
                     stopper.cancel()
             except BaseExceptionGroup as errors:
                 first = errors.exceptions[0]
-                reason = first.reason if isinstance(first, _Stopped) else first
+                reason = first.reason if isinstance(first, Stopped) else first
                 if isinstance(reason, Cancelled):
                     await self._cancel_open()
                 raise reason from None
@@ -99,8 +132,8 @@ class BatchRound:
             return
         for round_no in range(1, MAX_ROUNDS + 2):
             await self._wait_for_open()
-            if self.job._budget_reached is not None:
-                raise self.job._budget_reached
+            if self.job.budget_reached is not None:
+                raise self.job.budget_reached
             if self.job.processed >= self.job.total:
                 return
             if round_no > MAX_ROUNDS:
@@ -139,14 +172,14 @@ class BatchRound:
                     lines, size = [], 0
                 lines.append(line)
                 size += len(line)
-            if self.job._budget_reached is not None:
+            if self.job.budget_reached is not None:
                 break
         if lines:
             await self._create(lines, round_no)
 
     async def _create(self, lines: list[bytes], round_no: int) -> None:
         k = len(self.records) + 1
-        self.job._report(f"Batch API: uploading batch {k} ({len(lines):,} requests)")
+        self.job.report(f"Batch API: uploading batch {k} ({len(lines):,} requests)")
         name = f"dmdesk-run{self.job.run_id}-batch{k}.jsonl"
         file_id = await self.api.upload(b"".join(lines), name)
         record: dict[str, Any] = {
@@ -181,7 +214,7 @@ class BatchRound:
             still = [r for r in self.records if r["state"] == OPEN]
             if still:
                 total = sum(int(r.get("requests") or 0) for r in still)
-                self.job._report(
+                self.job.report(
                     f"Batch API: {answered:,} of {total:,} requests answered in {len(still)} "
                     "open batch(es); waiting for the provider",
                     extra=answered,
@@ -230,8 +263,7 @@ class BatchRound:
         # the tokens are on the run now: counted as the generator's, already written
         self.generator.prompt_tokens += prompt
         self.generator.completion_tokens += completion
-        job._tokens_written = job._generator_tokens()
-        job._calls_done += len(answers)
+        job.calls_written(len(answers))
 
     async def _persist(self) -> None:
         self.settings = self.settings | {"batches": [dict(r) for r in self.records]}
@@ -250,19 +282,17 @@ class BatchRound:
 
     def _line_cost(self, text: str) -> float:
         prompt, completion = call_tokens(text, self.n)
-        return cost_usd(self.job._model, prompt, completion, batch=True) or 0.0
+        return cost_usd(self.job.model, prompt, completion, batch=True) or 0.0
 
     def _over_budget(self, committed: float) -> bool:
         """Whether submitting up to `committed` (estimated) would pass the budget."""
         budget = self.cfg.budget_usd
         if budget is None:
             return False
-        spent = self.job._spent()
+        spent = self.job.spent()
         if spent + committed <= budget:
             return False
-        from dmdesk.services.generation import usd
-
-        self.job._budget_reached = DmdeskError(
+        self.job.budget_reached = DmdeskError(
             f"budget reached ({usd(spent)} of {usd(budget)}, with the next batch estimated "
             f"at {usd(committed)}). Raise the budget (Settings, or DMDESK_BUDGET_USD), then "
             "Proceed."

@@ -37,9 +37,9 @@ from dmdesk.domain.models import ProgressUpdate, RunView, describe_usage
 from dmdesk.domain.status import RunStatus
 from dmdesk.llm.base import QuestionGenerator, prepare_model
 from dmdesk.llm.pacing import Pacer
-from dmdesk.llm.pricing import budget_unpriced, cost_usd
+from dmdesk.llm.pricing import budget_unpriced, cost_usd, usd
 from dmdesk.services.batch import BatchRound, open_batches
-from dmdesk.services.job import LostRun, RunJob
+from dmdesk.services.job import LostRun, RunJob, Stopped
 from dmdesk.vectorstore.service import Chunk
 
 log = logging.getLogger(__name__)
@@ -99,19 +99,6 @@ class _Result:
     questions: list[str]
 
 
-class _Stopped(Exception):
-    """Raised in the pipeline's task group when the run must stop now: the admin stopped it,
-    it is no longer ours, or its writes fail. `reason` is what the run ends with."""
-
-    def __init__(self, reason: BaseException) -> None:
-        super().__init__(repr(reason))
-        self.reason = reason
-
-
-def usd(amount: float) -> str:
-    return f"${amount:.4f}" if amount < 1 else f"${amount:,.2f}"
-
-
 class GenerationJob(RunJob):
     active = RunStatus.GENERATING
 
@@ -128,12 +115,12 @@ class GenerationJob(RunJob):
         self._inflight: set[int] = set()
         self._generator: Any = None
         self._tokens_written = (0, 0)  # the generator's (prompt, completion) counts on the run
-        self._model: str | None = None
+        self.model: str | None = None
         self._batch_priced = False  # the run's tokens are priced at the Batch API's price
         self._earlier_cost = 0.0  # what the run's earlier sessions spent
         self._calls_in_flight = 0
         self._calls_done = 0
-        self._budget_reached: DmdeskError | None = None
+        self.budget_reached: DmdeskError | None = None
         self._stop: asyncio.Future[BaseException] | None = None
         self._snapshot: dict[str, Any] = {}
 
@@ -169,7 +156,7 @@ class GenerationJob(RunJob):
     async def _main(self) -> None:
         snapshot = self._snapshot = self._load_snapshot()
         self._start_row = self._frontier = int(snapshot.get("resume_row") or 0)
-        self._model = snapshot.get("llm_model")
+        self.model = snapshot.get("llm_model")
         self._batch_priced = snapshot.get("llm_mode") == "batch"
         n_questions = int(snapshot.get("questions_per_chunk") or 1)
         concurrency = max(1, int(snapshot.get("generation_concurrency") or 1))
@@ -184,7 +171,7 @@ class GenerationJob(RunJob):
                 )
             chunks = int(snapshot["selection"].get("chunks") or rows)
             done_ids = await asyncio.to_thread(self._reset_counters, chunks)
-            self._report()
+            self.report()
             if self.processed >= self.total:
                 return
             generator = self.ctx.generator_factory(snapshot, self.ctx.config)
@@ -220,8 +207,8 @@ class GenerationJob(RunJob):
     async def _prepare(self, generator: Any) -> None:
         """A generator with a one-time preparation (the local model) says so in the progress
         line while it prepares (dmdesk.llm.base.prepare_model), then the line is the run's."""
-        if await asyncio.to_thread(prepare_model, generator, self._report):
-            self._report()
+        if await asyncio.to_thread(prepare_model, generator, self.report):
+            self.report()
 
     async def _pipeline(
         self,
@@ -251,10 +238,10 @@ class GenerationJob(RunJob):
             once_per_id=repeated_ids,
         )
         writer = asyncio.create_task(self._write_loop(results))
-        with self._stop_signal():
+        with self.stop_signal():
             try:
                 async with asyncio.TaskGroup() as group:
-                    stopper = group.create_task(self._until_stopped())
+                    stopper = group.create_task(self.until_stopped())
                     producer = group.create_task(self._produce(feed, rows, work, concurrency))
                     callers = [
                         group.create_task(self._call(generator, work, results, n_questions))
@@ -265,12 +252,12 @@ class GenerationJob(RunJob):
                     stopper.cancel()
             except BaseExceptionGroup as errors:
                 first = errors.exceptions[0]
-                self._set_failure(first.reason if isinstance(first, _Stopped) else first)
+                self._set_failure(first.reason if isinstance(first, Stopped) else first)
             finally:
                 results.put_nowait(None)
                 await writer  # every finished chunk is written, even after a failure
-        if self._budget_reached is not None:
-            self._set_failure(self._budget_reached)
+        if self.budget_reached is not None:
+            self._set_failure(self.budget_reached)
         if isinstance(self._failure, LostRun):
             raise self._failure
 
@@ -334,7 +321,7 @@ class GenerationJob(RunJob):
     # -- stopping ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _stop_signal(self) -> Iterator[None]:
+    def stop_signal(self) -> Iterator[None]:
         """While the pipeline runs, a thread turns the admin's Stop (a threading.Event set by
         the window or a signal handler) or the heartbeat's lost ownership into `_stop`, at
         once: nothing on the event loop polls for them."""
@@ -361,9 +348,9 @@ class GenerationJob(RunJob):
         if self._stop is not None and not self._stop.done():
             self._stop.set_result(reason)
 
-    async def _until_stopped(self) -> None:
+    async def until_stopped(self) -> None:
         assert self._stop is not None
-        raise _Stopped(await self._stop)
+        raise Stopped(await self._stop)
 
     async def _write_loop(self, results: asyncio.Queue[_Result | None]) -> None:
         ended = False
@@ -395,7 +382,7 @@ class GenerationJob(RunJob):
                 self._stop_with(exc)
                 return
             self._inflight -= rows
-            self._report()
+            self.report()
 
     # -- the budget ----------------------------------------------------------------------------
 
@@ -403,35 +390,35 @@ class GenerationJob(RunJob):
         budget = self.ctx.config.budget_usd
         if budget is None or not hasattr(generator, "prompt_tokens"):
             return  # no budget, or a generator that costs nothing (the local model)
-        if cost_usd(self._model, 0, 0) is None:
-            raise InvalidSettings(budget_unpriced(self._model, budget))
+        if cost_usd(self.model, 0, 0) is None:
+            raise InvalidSettings(budget_unpriced(self.model, budget))
 
-    def _spent(self) -> float:
+    def spent(self) -> float:
         """What the run has spent on the LLM: its earlier sessions and this one."""
         prompt, completion = self._generator_tokens()
-        now = cost_usd(self._model, prompt, completion, batch=self._batch_priced) or 0.0
+        now = cost_usd(self.model, prompt, completion, batch=self._batch_priced) or 0.0
         return self._earlier_cost + now
 
     def _over_budget(self, text: str, n_questions: int) -> bool:
         """Whether the next call (and those in flight) would pass the budget. Each call is
         priced at the average of this session's calls, or estimated from the passage before
         there is one."""
-        if self._budget_reached is not None:
+        if self.budget_reached is not None:
             return True
         budget = self.ctx.config.budget_usd
         if budget is None or not hasattr(self._generator, "prompt_tokens"):
             return False
-        spent = self._spent()
+        spent = self.spent()
         if self._calls_done:
             per_call = (spent - self._earlier_cost) / self._calls_done
         else:
             from dmdesk.services.estimate import call_tokens
 
             prompt, completion = call_tokens(text, n_questions)
-            per_call = cost_usd(self._model, prompt, completion, batch=self._batch_priced) or 0.0
+            per_call = cost_usd(self.model, prompt, completion, batch=self._batch_priced) or 0.0
         if spent + (self._calls_in_flight + 1) * per_call <= budget:
             return False
-        self._budget_reached = DmdeskError(
+        self.budget_reached = DmdeskError(
             f"budget reached ({usd(spent)} of {usd(budget)}). Raise the budget (Settings, or "
             "DMDESK_BUDGET_USD), then Proceed."
         )
@@ -469,7 +456,7 @@ class GenerationJob(RunJob):
             run = s.get(TrainingRun, self.run_id)
             if run is not None:
                 earlier = run.prompt_tokens or 0, run.completion_tokens or 0
-                cost = cost_usd(self._model, *earlier, batch=self._batch_priced)
+                cost = cost_usd(self.model, *earlier, batch=self._batch_priced)
                 self._earlier_cost = cost or 0.0
             self.guarded(
                 s, total_chunks=self.total, processed_chunks=self.processed, pair_count=self.pairs
@@ -521,6 +508,12 @@ class GenerationJob(RunJob):
         self.processed += len(answered)
         self.pairs += len(rows)
 
+    def calls_written(self, calls: int) -> None:
+        """`calls` answered outside the online pipeline (a Batch API round) whose tokens are
+        on the run already: counted as written, and as done for the budget's cost per call."""
+        self._tokens_written = self._generator_tokens()
+        self._calls_done += calls
+
     def _generator_tokens(self) -> tuple[int, int]:
         """(prompt, completion) tokens the generator has counted this session; a generator
         that counts none (the local model) has (0, 0)."""
@@ -537,11 +530,11 @@ class GenerationJob(RunJob):
         and the run's whole cost as this session's calls so far predict it (the estimate,
         refined while the run goes on) — against the budget when there is one."""
         prompt, completion = self._generator_tokens()
-        cost = cost_usd(self._model, prompt, completion, batch=self._batch_priced)
+        cost = cost_usd(self.model, prompt, completion, batch=self._batch_priced)
         text = describe_usage(prompt, completion, cost)
         if text and cost is not None and self._calls_done:
             left = max(0, self.total - self.processed - self._calls_in_flight)
-            whole = self._spent() + cost / self._calls_done * left
+            whole = self.spent() + cost / self._calls_done * left
             text += f" · about {usd(whole)} for the whole run"
             budget = self.ctx.config.budget_usd
             if budget is not None:
@@ -570,7 +563,7 @@ class GenerationJob(RunJob):
         are not done. Never below where this session started."""
         return max(self._start_row, min(self._inflight | {self._frontier}))
 
-    def _report(self, message: str = "", extra: int = 0) -> None:
+    def report(self, message: str = "", extra: int = 0) -> None:
         """Progress: the chunks written (and `extra` answered but not written yet: a batch's
         requests), with the pace and the usage unless `message` says something else."""
         pacer = self._pacer
@@ -601,7 +594,7 @@ class GenerationJob(RunJob):
         from dmdesk.services.quality import assess_run
 
         try:
-            assess_run(self.ctx, self.run_id, self._report, self.cancel)
+            assess_run(self.ctx, self.run_id, self.report, self.cancel)
         except Cancelled:
             raise
         except Exception as exc:

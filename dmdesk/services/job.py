@@ -28,6 +28,16 @@ class LostRun(Exception):
     """The run is no longer ours (recovered as stale, or taken over)."""
 
 
+class Stopped(Exception):
+    """Raised in a job's task group (online generation, a batch round) when the run must stop
+    now: the admin stopped it, it is no longer ours, or its writes fail. `reason` is what the
+    run ends with."""
+
+    def __init__(self, reason: BaseException) -> None:
+        super().__init__(repr(reason))
+        self.reason = reason
+
+
 class RunJob:
     """Base of GenerationJob and TrainingJob; `active` is the status the job works in."""
 
