@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,33 @@ class EvaluationSet:
 
     def describe(self) -> str:
         return f"{len(self)} real questions from {Path(self.source).name} (saved {self.saved_at})"
+
+
+@dataclass(frozen=True)
+class Answerable:
+    """Labelled questions mapped onto a store: those with text and at least one answer chunk in
+    it, each with its answer chunks' rows and ids (chunks the store lacks are dropped)."""
+
+    questions: list[str]
+    rows: list[list[int]]
+    chunk_ids: list[list[str]]
+
+
+def answerable(
+    questions: Sequence[str], relevant_ids: Sequence[Sequence[str]], store_ids: Sequence[str]
+) -> Answerable:
+    """`questions` (with `relevant_ids`, their answer chunks' ids) that the store with ids
+    `store_ids` (in row order) can answer: blank questions and those without an answer chunk in
+    the store are dropped. One map of ids to rows, whatever the number of questions."""
+    row_of = {cid: i for i, cid in enumerate(store_ids)}
+    kept = Answerable([], [], [])
+    for text, rel in zip(questions, relevant_ids, strict=True):
+        present = [c for c in rel if c in row_of]
+        if present and text.strip():
+            kept.questions.append(text)
+            kept.rows.append([row_of[c] for c in present])
+            kept.chunk_ids.append(present)
+    return kept
 
 
 def _path(data_dir: Path, store_path: str) -> Path:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from dmdesk.deepmemory import adapters, blockwise, memory
+from dmdesk.deepmemory import adapters, blockwise, evalset, memory
 from dmdesk.deepmemory.base import ProgressFn, TrainingRequest
 from dmdesk.deepmemory.guard import split_pairs
 from dmdesk.deepmemory.metrics import DEFAULT_KS, metrics_from_ranks
@@ -459,16 +459,11 @@ class LocalEngineBackend:
         found = request.evaluation
         if not found:
             return {}
-        row_of = {cid: i for i, cid in enumerate(ids)}
-        kept = [
-            (q, [row_of[c] for c in rel if c in row_of])
-            for q, rel in zip(found.questions, found.relevant, strict=True)
-        ]
-        kept = [(q, rows) for q, rows in kept if rows and q.strip()]
-        if not kept:
+        kept = evalset.answerable(found.questions, found.relevant, ids)
+        if not kept.questions:
             return {"evaluation_set": {"questions": 0, "source": found.source}}
-        q = np.ascontiguousarray(embed([t for t, _ in kept]), dtype=np.float32)
-        rel = [rows for _, rows in kept]
+        q = np.ascontiguousarray(embed(kept.questions), dtype=np.float32)
+        rel = kept.rows
 
         def ranks(vectors: np.ndarray, what: str) -> list[int]:
             return [
@@ -487,8 +482,8 @@ class LocalEngineBackend:
         return {
             "evaluation_ranks": out,
             "evaluation_set": {
-                "questions": len(kept),
-                "skipped": len(found) - len(kept),
+                "questions": len(kept.questions),
+                "skipped": len(found) - len(kept.questions),
                 "source": found.source,
                 "saved_at": found.saved_at,
                 "before": metrics_from_ranks(out["before"]),

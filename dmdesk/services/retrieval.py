@@ -380,33 +380,27 @@ def evaluate(
     if dim is not None:
         memory.check_fits("dmdesk evaluate", store.row_count(), dim, len(questions))
     ids, corpus = store.corpus_embeddings(embed)
-    row_of = {cid: i for i, cid in enumerate(ids)}
-    kept = [
-        (text, [row_of[c] for c in rel if c in row_of], [c for c in rel if c in row_of])
-        for text, rel in zip(questions, relevant_ids, strict=True)
-    ]
-    kept = [k for k in kept if k[1] and k[0].strip()]
-    if not kept:
+    kept = evalset.answerable(questions, relevant_ids, ids)
+    if not kept.questions:
         raise InvalidSettings("No question has a relevant chunk in the store.")
-    q = embed([t for t, _, _ in kept])
+    q = embed(kept.questions)
     adapter = adapters.active_adapter(ctx.config.data_dir, ctx.config.vector_store_path)
     check_dimensions(ctx, q.shape[1], corpus.shape[1], adapter)
-    relevant = [r for _, r, _ in kept]
-    result: dict[str, Any] = {"without": retrieval_metrics(q, corpus, relevant, ks)}
+    result: dict[str, Any] = {"without": retrieval_metrics(q, corpus, kept.rows, ks)}
     if adapter is not None:
-        result["with"] = retrieval_metrics(adapter.apply(q), corpus, relevant, ks)
-    result["skipped_queries"] = len(questions) - len(kept)
+        result["with"] = retrieval_metrics(adapter.apply(q), corpus, kept.rows, ks)
+    result["skipped_queries"] = len(questions) - len(kept.questions)
     if save_as is not None:
-        if len(kept) > evalset.MAX_QUESTIONS:
+        if len(kept.questions) > evalset.MAX_QUESTIONS:
             raise InvalidSettings(
                 f"An evaluation set holds at most {evalset.MAX_QUESTIONS:,} questions; this one "
-                f"has {len(kept):,}: keep a sample."
+                f"has {len(kept.questions):,}: keep a sample."
             )
         saved = evalset.save(
             ctx.config.data_dir,
             ctx.config.vector_store_path or "",
-            [t for t, _, _ in kept],
-            [c for _, _, c in kept],
+            kept.questions,
+            kept.chunk_ids,
             save_as,
         )
         result["saved"] = saved.describe()
