@@ -24,9 +24,9 @@ CHILD = r"""
 import json, os, sys, time
 from pathlib import Path
 
-def rss_mb():
+def rss_mb(field="VmRSS"):
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -57,7 +57,8 @@ run = runs.run_job(runs.start_generation().id)
 seconds = time.perf_counter() - t0
 for _ in range(20):
     app.processEvents(); time.sleep(0.05)
-print(json.dumps({"opened": opened, "after": rss_mb(), "status": run.status.value,
+print(json.dumps({"opened": opened, "after": rss_mb(), "anon": rss_mb("RssAnon"),
+                  "file": rss_mb("RssFile"), "status": run.status.value,
                   "pairs": run.pair_count, "seconds": seconds}))
 window.close()
 ctx.dispose()
@@ -94,7 +95,8 @@ def main() -> int:
     for label, m in (("as shipped (model released)", shipped), ("model kept (before)", kept)):
         print(
             f"{label:<30} window opened {m['opened']:6.0f} MB, after the generation "
-            f"{m['after']:6.0f} MB ({m['status']}, {m['pairs']} pairs, {m['seconds']:.0f} s)"
+            f"{m['after']:6.0f} MB ({m['anon']:.0f} MB anonymous, {m['file']:.0f} MB of mapped "
+            f"files; {m['status']}, {m['pairs']} pairs, {m['seconds']:.0f} s)"
         )
     print(f"idle RSS after the demo's generation ÷ target: {shipped['after'] / target:.2f}")
     print(f"({time.perf_counter() - t0:.0f} s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from PySide6.QtCore import QEventLoop, QObject, QSettings, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
@@ -183,6 +184,7 @@ class _DemoBuild(QObject):
 
         self.result: DmdeskConfig | None = None
         self.error: str | None = None
+        self._said, self._said_at = "", 0.0
         self.dialog = QProgressDialog("Preparing the demo knowledge base…", "", 0, 0)
         self.dialog.setWindowTitle("dmdesk demo")
         self.dialog.setCancelButton(None)
@@ -200,6 +202,12 @@ class _DemoBuild(QObject):
         self.worker.finished.connect(self.loop.quit)
 
     def run(self) -> DmdeskConfig | None:
+        print(
+            "dmdesk: first start: preparing the demo knowledge base (Python's reference "
+            "topics, embedded locally; about half a minute)",
+            file=sys.stderr,
+            flush=True,
+        )
         self.dialog.show()
         thread = start_in_thread(self.worker, self)
         self.loop.exec()
@@ -212,6 +220,12 @@ class _DemoBuild(QObject):
         self.dialog.setMaximum(total)
         self.dialog.setValue(done)
         self.dialog.setLabelText(f"{message}… {done}/{total}")
+        # The terminal that started `dmdesk demo` says the same (issue 26: a silent first start
+        # read as a hang): each new step, then a line at most every 2 s, and the last one.
+        now = time.monotonic()
+        if message != self._said or done == total or now - self._said_at >= 2.0:
+            self._said, self._said_at = message, now
+            print(f"dmdesk: {message}… {done}/{total}", file=sys.stderr, flush=True)
 
     @Slot(object)
     def _on_worker_done(self, config: DmdeskConfig) -> None:

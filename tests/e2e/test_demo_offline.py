@@ -111,3 +111,8 @@ def test_first_gui_start_builds_the_demo_then_shows_the_window(tmp_path: Path) -
     assert env_run.returncode == 0, env_run.stderr
     assert "window shown" in env_run.stdout
     assert (tmp_path / "data" / "demo-store" / "dataset_meta.json").is_file()
+    # Issue 26: the terminal says what the dialog says, from the first second.
+    said = env_run.stderr.splitlines()
+    assert any(line.startswith("dmdesk: first start: preparing the demo") for line in said)
+    assert any(line.startswith("dmdesk: Loading the local embedding model") for line in said)
+    assert any(line.endswith("533/533") for line in said), said
