@@ -71,9 +71,6 @@ class TrainingRunService:
         """All runs, newest first, with approved-pair counts: one query, whatever the count."""
         return queries.list_runs(self.ctx)
 
-    def _active_runs(self) -> frozenset[int]:
-        return queries.active_runs(self.ctx)
-
     def get_run(self, run_id: int) -> RunView:
         return queries.get_run(self.ctx, run_id)
 
