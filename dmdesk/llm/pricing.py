@@ -75,5 +75,15 @@ def budget_unpriced(model: str | None, budget: float) -> str:
     )
 
 
+def budget_reached(spent: float, budget: float, next_batch: float | None = None) -> str:
+    """Why a run stopped at its budget (online: the next call would pass it; batch mode: the
+    next batch, estimated at `next_batch`, would), and the way on."""
+    pending = "" if next_batch is None else f", with the next batch estimated at {usd(next_batch)}"
+    return (
+        f"budget reached ({usd(spent)} of {usd(budget)}{pending}). Raise the budget (Settings, "
+        "or DMDESK_BUDGET_USD), then Proceed."
+    )
+
+
 def usd(amount: float) -> str:
     return f"${amount:.4f}" if amount < 1 else f"${amount:,.2f}"

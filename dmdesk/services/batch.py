@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from dmdesk.domain.errors import Cancelled, DmdeskError
 from dmdesk.llm.openai_batch import MAX_FILE_BYTES, TERMINAL, Answer, BatchClient
-from dmdesk.llm.pricing import cost_usd, usd
+from dmdesk.llm.pricing import budget_reached, cost_usd
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.estimate import call_tokens
 from dmdesk.services.job import Stopped
@@ -292,9 +292,5 @@ class BatchRound:
         spent = self.job.spent()
         if spent + committed <= budget:
             return False
-        self.job.budget_reached = DmdeskError(
-            f"budget reached ({usd(spent)} of {usd(budget)}, with the next batch estimated "
-            f"at {usd(committed)}). Raise the budget (Settings, or DMDESK_BUDGET_USD), then "
-            "Proceed."
-        )
+        self.job.budget_reached = DmdeskError(budget_reached(spent, budget, committed))
         return True

@@ -37,7 +37,7 @@ from dmdesk.domain.models import ProgressUpdate, RunView, describe_usage
 from dmdesk.domain.status import RunStatus
 from dmdesk.llm.base import QuestionGenerator, prepare_model
 from dmdesk.llm.pacing import Pacer
-from dmdesk.llm.pricing import budget_unpriced, cost_usd, usd
+from dmdesk.llm.pricing import budget_reached, budget_unpriced, cost_usd, usd
 from dmdesk.services.batch import BatchRound, open_batches
 from dmdesk.services.job import LostRun, RunJob, Stopped
 from dmdesk.vectorstore.service import Chunk
@@ -418,10 +418,7 @@ class GenerationJob(RunJob):
             per_call = cost_usd(self.model, prompt, completion, batch=self._batch_priced) or 0.0
         if spent + (self._calls_in_flight + 1) * per_call <= budget:
             return False
-        self.budget_reached = DmdeskError(
-            f"budget reached ({usd(spent)} of {usd(budget)}). Raise the budget (Settings, or "
-            "DMDESK_BUDGET_USD), then Proceed."
-        )
+        self.budget_reached = DmdeskError(budget_reached(spent, budget))
         return True
 
     # -- database ------------------------------------------------------------------------------
