@@ -76,7 +76,8 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
 # Build the one-folder bundle, start it offscreen, then the whole offline flow with it (the demo
-# store, the local writer and embedder, the local engine; no key, no network). Run by .ci/run
+# store, built by the window's first start in a bundle process of its own; the local writer and
+# embedder, the local engine; no key, no network). Run by .ci/run
 # after `make test`: ~3.5 min to build, ~3 min for the flow, 1.5 GB.
 bundle-check: deps
 	$(BIN)/pip install --quiet -c constraints.txt 'pyinstaller>=6.10'
@@ -88,7 +89,7 @@ bundle-check: deps
 	dist/dmdesk/dmdesk runs; \
 	test -f $$home/data/dmdesk.db; \
 	echo "bundle-check: the bundle starts, shows its window and creates its database"; \
-	dist/dmdesk/dmdesk demo --no-gui; \
+	QT_QPA_PLATFORM=offscreen dist/dmdesk/dmdesk demo --smoke; \
 	dist/dmdesk/dmdesk generate --wait; \
 	dist/dmdesk/dmdesk review 1 --approve-all; \
 	dist/dmdesk/dmdesk train 1 --wait; \

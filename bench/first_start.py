@@ -1,9 +1,9 @@
-"""Issue 26: the first start, measured. `dmdesk demo` on an empty data dir (the models already in
-the user's Hugging Face cache, as after `make deps`): seconds until the terminal and the progress
-dialog first say what is happening, and until the window is shown (`--smoke` reports it and
-exits; Generate is enabled from that moment, the History being empty). Then the second start,
-on the store the first one built. Each start is a fresh process on its own temporary data dir
-(never the user's config), offscreen. Target: a usable window within 30 s of the command.
+"""Issue 26: the first start, measured. `dmdesk demo` on an empty data dir (the models already
+installed, as after `make deps`): seconds until the terminal first says what is happening, until
+the window is shown (it opens at once, the store being built behind it by a process of its own),
+and until Generate is ready (the store built; `--smoke` reports both, then exits). Then the
+second start, on the store the first one built. Each start is a fresh process on its own
+temporary data dir (never the user's config), offscreen. Target: a usable window within 30 s.
 
     python bench/first_start.py
 """
@@ -39,6 +39,8 @@ def start(env: dict[str, str]) -> dict[str, float]:
             seen.setdefault("first line", time.monotonic() - t0)
             if "window shown" in line:
                 seen["window"] = time.monotonic() - t0
+            if "ready (Generate enabled)" in line:
+                seen["generate"] = time.monotonic() - t0
             if name == "stderr" and "first start" in line:
                 seen["preparing"] = time.monotonic() - t0
 
@@ -73,9 +75,13 @@ def main() -> int:
         second = start(env)
     print(
         f"first start:  first words {first['first line']:5.1f} s, window shown "
-        f"{first['window']:5.1f} s (the demo store built behind a progress dialog)"
+        f"{first['window']:5.1f} s, Generate ready {first.get('generate', float('nan')):5.1f} s "
+        "(the demo store built behind the open window)"
     )
-    print(f"second start: window shown {second['window']:5.1f} s")
+    print(
+        f"second start: window shown {second['window']:5.1f} s, Generate ready "
+        f"{second.get('generate', float('nan')):5.1f} s"
+    )
     print(
         f"first start to a usable window ÷ target ({TARGET_S:.0f} s): "
         f"{first['window'] / TARGET_S:.2f}"

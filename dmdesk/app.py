@@ -52,13 +52,19 @@ def log_file() -> Path | None:
     return None
 
 
+def dmdesk_command(*args: str) -> list[str]:
+    """The command line of a dmdesk subcommand in a process of its own (this interpreter, or
+    the frozen bundle's executable)."""
+    cmd = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "dmdesk"]
+    return cmd + list(args)
+
+
 def spawn_job_worker(ctx: ServiceContext, run_id: int) -> None:
     """Run a run's job in a detached dmdesk process that takes over this context's ownership
     token (`dmdesk _job`). Its output goes to `<data dir>/logs/job-<id>.log`."""
     logs = ctx.config.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "dmdesk"]
-    cmd += ["_job", str(run_id), "--owner", ctx.owner]
+    cmd = dmdesk_command("_job", str(run_id), "--owner", ctx.owner)
     _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]  # reap the ones that ended
     with open(logs / f"job-{run_id}.log", "ab") as out:
         proc = subprocess.Popen(

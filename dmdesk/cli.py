@@ -230,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     job = command("_job", None)  # internal: the detached worker of a run (not in --help)
     job.add_argument("run_id", type=_run_id)
     job.add_argument("--owner", required=True)
+    # internal: the window's first start builds the demo store in a process of its own
+    command("_demo-store", None)
     return p
 
 
@@ -510,6 +512,20 @@ def _wait(ctx: Any, run: RunView, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _demo_store(config: Any) -> int:
+    """Build the demo store (`dmdesk _demo-store`, the window's first start): one line
+    `progress DONE TOTAL MESSAGE` on stdout per step, for the window that reads them. The
+    settings are left to the window (dmdesk.demo.finish_demo)."""
+    from dmdesk.demo import build_demo_store, demo_store_path, store_ready
+
+    def report(done: int, total: int, message: str) -> None:
+        print(f"progress {done} {total} {message}", flush=True)
+
+    if not store_ready(config):
+        build_demo_store(demo_store_path(config), report)
+    return EXIT_OK
+
+
 def _job(ctx: Any, args: argparse.Namespace) -> int:
     """The detached worker of a run (`dmdesk _job`): its stdout and stderr are the run's
     `job-N.log`, so it says there what it does, how the run ended and, on an unexpected error,
@@ -786,6 +802,8 @@ def dispatch(args: argparse.Namespace) -> int:
             "Next: dmdesk generate --wait; dmdesk review RUN --approve-all; dmdesk train RUN --wait"
         )
         return EXIT_OK
+    if cmd == "_demo-store":
+        return _demo_store(config)
     if cmd in ("gui", "demo"):
         from dmdesk.ui.main_window import run_gui
 

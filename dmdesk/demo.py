@@ -62,7 +62,8 @@ def demo_chunks() -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def build_demo_store(path: Path, progress: ProgressFn | None = None) -> int:
-    """Embed the demo chunks with the local model and write the store. Returns the chunk count."""
+    """Embed the demo chunks with the local model and write the store. Returns the chunk count.
+    (Most chunks fill MiniLM's 256 tokens, so sorting them by length saves nothing: measured.)"""
     import numpy as np
 
     from dmdesk.embeddings import LocalEmbedding
@@ -91,17 +92,32 @@ def build_demo_store(path: Path, progress: ProgressFn | None = None) -> int:
     return len(chunks)
 
 
-def ensure_demo(config: DmdeskConfig, progress: ProgressFn | None = None) -> DmdeskConfig:
-    """Build the demo store once; make it the configured store unless another store is already
+def store_ready(config: DmdeskConfig) -> bool:
+    """The demo store has been built (it appears whole, renamed into place)."""
+    return (demo_store_path(config) / "dataset_meta.json").is_file()
+
+
+def demo_config(config: DmdeskConfig) -> DmdeskConfig:
+    """The demo's configuration for this process only, saving nothing: what the window runs
+    with while the store is still being built (the settings check wants an existing store)."""
+    return load_config(**demo_settings(config))
+
+
+def finish_demo(config: DmdeskConfig) -> DmdeskConfig:
+    """Once the store exists: make it the configured store unless another store is already
     configured (then the demo settings apply to this process only). Returns the configuration
     to use."""
-    path = demo_store_path(config)
-    if not (path / "dataset_meta.json").is_file():
-        build_demo_store(path, progress)
+    wanted = demo_settings(config)
+    if config.vector_store_path in (None, str(demo_store_path(config))):
+        return settings_service.update_settings(config, wanted)
+    return load_config(**wanted)
+
+
+def ensure_demo(config: DmdeskConfig, progress: ProgressFn | None = None) -> DmdeskConfig:
+    """Build the demo store once (in this process), then `finish_demo`."""
+    if not store_ready(config):
+        build_demo_store(demo_store_path(config), progress)
         from dmdesk.embeddings import release_local_model
 
         release_local_model()  # the window that opens next has no use for it until a job
-    wanted = demo_settings(config)
-    if config.vector_store_path in (None, str(path)):
-        return settings_service.update_settings(config, wanted)
-    return load_config(**wanted)
+    return finish_demo(config)

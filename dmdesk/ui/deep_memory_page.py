@@ -565,7 +565,25 @@ class DeepMemoryPage(QWidget):
         self.review_dialog = None
         QTimer.singleShot(0, self.refresh)
 
+    @Slot(int, int, str)
+    def show_preparing(self, done: int, total: int, step: str) -> None:
+        """The demo's store is being built behind the open window (dmdesk.ui.demo_build):
+        Generate and the search wait for it; the History and the Settings work meanwhile."""
+        self.workflow.show_preparing(done, total, step)
+        self.search_card.setEnabled(False)
+
+    def end_preparing(self, config: DmdeskConfig | None, error: str = "") -> None:
+        """The build ended: with the store there, the page reads everything again."""
+        self.workflow.end_preparing(error)
+        if config is None:
+            return
+        self.search_card.setEnabled(True)
+        self.settings_card.load(config)
+        self._on_settings_saved(config)
+
     def _update_estimate(self) -> None:
+        if self.workflow.preparing:
+            return  # nothing to estimate before the store exists; end_preparing asks again
         """Estimate a new run (reads the store and the keyring: off the GUI thread)."""
         task = getattr(self, "_estimate_task", None)
         if task is not None and not task.done():

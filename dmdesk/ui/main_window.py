@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
-from PySide6.QtCore import QEventLoop, QObject, QSettings, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 
+from dmdesk import demo as demo_store
 from dmdesk.config import DmdeskConfig, SettingsFileBroken
 from dmdesk.domain.errors import EXIT_USAGE, DmdeskError
 from dmdesk.services.context import ServiceContext
 from dmdesk.ui import aio
 from dmdesk.ui.deep_memory_page import DeepMemoryPage
+from dmdesk.ui.demo_build import DemoStoreBuild
 from dmdesk.ui.resources import icon
 from dmdesk.ui.workers import (
     GuiThreadCollector,
-    TaskWorker,
     apply_responsiveness_policy,
-    start_in_thread,
 )
 
 
@@ -45,6 +44,7 @@ class MainWindow(QMainWindow):
         self.ask_before_stopping = True
         self._closing = False  # the admin chose to close: waiting for the job to end
         self._close_box: QMessageBox | None = None
+        self.demo_build: DemoStoreBuild | None = None  # the demo's first start (follow_demo_build)
         self.page.job_finished.connect(self._on_job_finished)
         file_menu = self.menuBar().addMenu("&File")
         evaluation = QAction("&Evaluation set…", self)
@@ -95,6 +95,28 @@ class MainWindow(QMainWindow):
         if geometry is not None:
             self.restoreGeometry(geometry)
 
+    def follow_demo_build(self, build: DemoStoreBuild, config: DmdeskConfig) -> None:
+        """The demo's store is built by a process of its own while this window is open; once
+        it is there, the demo's settings are saved (dmdesk.demo.finish_demo) and the page
+        reads everything again. `config` is the configuration before the demo's was applied."""
+        build.setParent(self)
+        self.demo_build = build
+        build.progressed.connect(self.page.show_preparing)
+
+        def ended(error: str) -> None:
+            if not error:
+                try:
+                    self.page.end_preparing(demo_store.finish_demo(config))
+                    return
+                except DmdeskError as exc:
+                    error = exc.message
+            print(f"dmdesk: the demo knowledge base could not be built: {error}", file=sys.stderr)
+            self.page.end_preparing(None, error)
+            self.page.show_error("The demo could not be prepared", error)
+
+        build.ended.connect(ended)
+        self.page.show_preparing(build.done, build.total, build.step)
+
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.page.job_running:
             event.ignore()
@@ -106,6 +128,8 @@ class MainWindow(QMainWindow):
                 self._ask_how_to_close()
             return
         self._settings.setValue("window/geometry", self.saveGeometry())
+        if self.demo_build is not None:
+            self.demo_build.cancel()  # a build cut short leaves nothing; the next start builds
         self.page.watcher.stop()
         self.page.settings_card.stop()
         self.page.stop_tasks()
@@ -170,85 +194,6 @@ def _display_problem() -> str | None:
     return None
 
 
-class _DemoBuild(QObject):
-    """Builds the demo store in a worker while a progress dialog shows it (first start only).
-    Its methods are the slots of the worker's signals, so they run in the GUI thread."""
-
-    progressed = Signal(int, int, str)
-
-    def __init__(self, config: DmdeskConfig) -> None:
-        super().__init__()
-        from PySide6.QtWidgets import QProgressDialog
-
-        from dmdesk.demo import ensure_demo
-
-        self.result: DmdeskConfig | None = None
-        self.error: str | None = None
-        self._said, self._said_at = "", 0.0
-        self.dialog = QProgressDialog("Preparing the demo knowledge base…", "", 0, 0)
-        self.dialog.setWindowTitle("dmdesk demo")
-        self.dialog.setCancelButton(None)
-        # Building cannot be cancelled half-way (it is renamed into place when done), so the
-        # dialog cannot be closed either: closing it used to cancel nothing and the window
-        # popped up 44 s later.
-        self.dialog.setWindowFlag(Qt.WindowType.WindowCloseButtonHint, False)
-        self.dialog.canceled.connect(self.dialog.show)
-        self.dialog.setMinimumDuration(0)
-        self.loop = QEventLoop()
-        self.progressed.connect(self._on_progressed)
-        self.worker = TaskWorker(lambda: ensure_demo(config, self.progressed.emit))
-        self.worker.done.connect(self._on_worker_done)
-        self.worker.failed.connect(self._on_worker_failed)
-        self.worker.finished.connect(self.loop.quit)
-
-    def run(self) -> DmdeskConfig | None:
-        print(
-            "dmdesk: first start: preparing the demo knowledge base (Python's reference "
-            "topics, embedded locally; about half a minute)",
-            file=sys.stderr,
-            flush=True,
-        )
-        self.dialog.show()
-        thread = start_in_thread(self.worker, self)
-        self.loop.exec()
-        thread.wait()
-        self.dialog.close()
-        return self.result
-
-    @Slot(int, int, str)
-    def _on_progressed(self, done: int, total: int, message: str) -> None:
-        self.dialog.setMaximum(total)
-        self.dialog.setValue(done)
-        self.dialog.setLabelText(f"{message}… {done}/{total}")
-        # The terminal that started `dmdesk demo` says the same (issue 26: a silent first start
-        # read as a hang): each new step, then a line at most every 2 s, and the last one.
-        now = time.monotonic()
-        if message != self._said or done == total or now - self._said_at >= 2.0:
-            self._said, self._said_at = message, now
-            print(f"dmdesk: {message}… {done}/{total}", file=sys.stderr, flush=True)
-
-    @Slot(object)
-    def _on_worker_done(self, config: DmdeskConfig) -> None:
-        self.result = config
-
-    @Slot(str)
-    def _on_worker_failed(self, message: str) -> None:
-        self.error = message
-
-
-def build_demo_with_dialog(config: DmdeskConfig) -> DmdeskConfig | None:
-    """The demo configuration; builds the demo store first (with a progress dialog) if needed."""
-    from dmdesk.demo import demo_store_path, ensure_demo
-
-    if (demo_store_path(config) / "dataset_meta.json").is_file():
-        return ensure_demo(config)
-    build = _DemoBuild(config)
-    result = build.run()
-    if result is None:
-        QMessageBox.critical(None, "The demo could not be prepared", build.error or "Unknown error")
-    return result
-
-
 def ask_about_broken_settings(problem: SettingsFileBroken) -> bool:
     """The settings file cannot be read: say which line, and let the admin go on without it
     (the file stays as it is; Save in Settings offers to replace it, keeping a backup), open it
@@ -299,14 +244,26 @@ def run_gui(
         print(f"dmdesk: {settings_problem.message}", file=sys.stderr)
         if not ask_about_broken_settings(settings_problem):
             return EXIT_USAGE
+    # The demo's first start opens the window at once and builds the store behind it
+    # (issue 26: 51 s to a window when the build came first); later starts find it built.
+    build: DemoStoreBuild | None = None
+    if demo and not demo_store.store_ready(config):
+        print(
+            "dmdesk: first start: preparing the demo knowledge base (Python's reference "
+            "topics, embedded locally; about half a minute); the window opens meanwhile",
+            file=sys.stderr,
+            flush=True,
+        )
+        build = DemoStoreBuild()
+        build.start()  # at once: its model loads while the window is set up
+    original = config
     if demo:
-        demo_config = build_demo_with_dialog(config)
-        if demo_config is None:
-            return 1
-        config = demo_config
+        config = demo_store.finish_demo(config) if build is None else demo_store.demo_config(config)
     try:
         ctx = app_start.start(config)
     except DmdeskError as exc:
+        if build is not None:
+            build.cancel()
         # Said in a dialog (a desktop launcher has no terminal) and on stderr, in one line.
         print(f"dmdesk: {exc.message}", file=sys.stderr)
         box = QMessageBox(
@@ -320,14 +277,32 @@ def run_gui(
         return exc.exit_code
     window = MainWindow(ctx)
     window.show()
+    if build is not None:
+        window.follow_demo_build(build, original)
     if smoke:  # for CI and bundle checks: prove the window comes up, then leave
-        from PySide6.QtCore import QTimer
+        smoke_code = [0]
+
+        def leave() -> None:
+            if window.demo_build is not None and window.demo_build.running:
+                return  # the demo's store is still being built: leave once it is
+            if window.demo_build is not None and window.page.workflow.preparing:
+                smoke_code[0] = 1  # the build failed (the card says why)
+            ready = window.page.workflow.generate_button.isEnabled()
+            print(f"dmdesk: ready (Generate {'enabled' if ready else 'held'})", flush=True)
+            qapp.quit()
 
         def shown() -> None:
             print(f"dmdesk: window shown ({window.windowTitle()})", flush=True)
-            qapp.quit()
+            if window.demo_build is not None:
+                window.demo_build.ended.connect(lambda _error: QTimer.singleShot(0, leave))
+            leave()
 
         QTimer.singleShot(300, shown)
+        try:
+            code = aio.run(qapp)
+            return code or smoke_code[0]
+        finally:
+            ctx.dispose()
     try:
         return aio.run(qapp)  # the Qt event loop, with asyncio on it (qasync)
     finally:

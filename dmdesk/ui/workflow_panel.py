@@ -101,6 +101,10 @@ class WorkflowPanel(QGroupBox):
         self.setObjectName("workflowCard")
         self._run: RunView | None = None
         self._ended: tuple[int, RunStatus] | None = None  # what the last job's line describes
+        # While the demo's store is built behind the open window: why Generate waits (and
+        # whether that is a failure the admin must act on).
+        self._preparing: tuple[str, bool] | None = None
+        self._state: tuple[RunView | None, bool, list[RunView] | None] = (None, False, None)
         layout = QVBoxLayout(self)
 
         # 1. Generate
@@ -177,16 +181,24 @@ class WorkflowPanel(QGroupBox):
         running job's own progress line is the job's while it runs; the line a finished job
         left stays only while its run is still in the state it describes."""
         self._run = blocking
+        self._state = (blocking, job_running, runs)
         if not job_running and self._ended is not None and runs is not None:
             now = next((r for r in runs if r.id == self._ended[0]), None)
             if now is None or now.status is not self._ended[1]:
                 self._ended = None
                 self.progress_box.hide()
-        self.generate_button.setEnabled(blocking is None and not job_running)
+        self.generate_button.setEnabled(
+            blocking is None and not job_running and self._preparing is None
+        )
         self.estimate_label.setVisible(
             bool(self.estimate_label.text()) and self.generate_button.isEnabled()
         )
-        if blocking is not None:
+        if blocking is None and self._preparing is not None:
+            text, failed = self._preparing
+            self.blocked_label.setText(text)
+            self.blocked_label.setStyleSheet(f"color: {ATTENTION if failed else NEUTRAL};")
+            self.blocked_label.show()
+        elif blocking is not None:
             self.blocked_label.setText(blocked_text(blocking))
             # Amber only when the blocking run waits for the admin (review, train, Proceed or
             # delete); a run at work is no alarm (issue 26).
@@ -208,6 +220,44 @@ class WorkflowPanel(QGroupBox):
             )
         else:
             self.review_label.setText(_next_step(blocking, runs))
+
+    @property
+    def preparing(self) -> bool:
+        return self._preparing is not None
+
+    def show_preparing(self, done: int, total: int, step: str) -> None:
+        """The demo's store is being built: Generate waits, and the progress line says how far
+        the build is (no Stop: the build ends when the window closes)."""
+        self._preparing = (
+            "Generate is ready once the demo knowledge base is built (Python's reference "
+            "topics, embedded on this computer; about half a minute on the first start).",
+            False,
+        )
+        self.progress_box.show()
+        self.stop_button.hide()
+        self.progress_bar.setStyleSheet("")
+        self.progress_bar.setRange(0, max(0, total))  # 0: busy until the first step
+        self.progress_bar.setValue(done)
+        self.progress_label.setText(
+            f"Preparing the demo knowledge base: {step}… {done}/{total}"
+            if total
+            else "Preparing the demo knowledge base…"
+        )
+        self.set_state(*self._state[:1], job_running=self._state[1], runs=self._state[2])
+
+    def end_preparing(self, error: str = "") -> None:
+        """The build ended: Generate follows the runs again, or says what failed and what to do."""
+        self._preparing = (
+            (
+                f"The demo knowledge base could not be built: {error} Close dmdesk and start "
+                "`dmdesk demo` again (the log says more).",
+                True,
+            )
+            if error
+            else None
+        )
+        self.progress_box.hide()
+        self.set_state(*self._state[:1], job_running=self._state[1], runs=self._state[2])
 
     def show_estimate(self, text: str) -> None:
         """The estimate of a new run ("" hides it); shown while Generate can start one."""
