@@ -2,11 +2,12 @@
 
 Each measurement runs in a fresh child process on its own temporary data dir (never the user's
 config). The demo store is built first by `dmdesk _demo-store`, a process of its own, as the
-window's first start builds it (dmdesk.ui.demo_build). Then: the offscreen main window on it (`dmdesk demo`'s settings: 40 chunks, the
-local SmolLM2 writer, local MiniLM embeddings), then one demo generation through the service —
-the code the window's worker thread runs — and the process's VmRSS read from /proc once the job
-is over and the loop has idled for a second. Twice: as shipped (the generator releases its model
-when the job ends), and with the release switched off (the behaviour before issue 26).
+window's first start builds it (dmdesk.ui.demo_build). Then: the offscreen main window on it
+(`dmdesk demo`'s settings: 40 chunks, the local SmolLM2 writer, local MiniLM embeddings), one
+demo generation through the service (the code the window's worker thread runs), and the
+process's VmRSS read from /proc once the job is over and the loop has idled for a second.
+Twice: as shipped (the generator releases its model when the job ends), and with the release
+switched off (the behaviour before issue 26).
 
     python bench/idle_rss.py
 """
