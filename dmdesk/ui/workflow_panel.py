@@ -236,7 +236,9 @@ class WorkflowPanel(QGroupBox):
         self.progress_box.show()
         self.stop_button.hide()
         self.progress_bar.setStyleSheet("")
-        self.progress_bar.setRange(0, max(0, total))  # 0: busy until the first step
+        # Busy (a moving bar) until the first chunks are embedded: loading the model takes
+        # seconds, and "0 %" that long reads as stuck.
+        self.progress_bar.setRange(0, total if done else 0)
         self.progress_bar.setValue(done)
         self.progress_label.setText(
             f"Preparing the demo knowledge base: {step}… {done}/{total}"

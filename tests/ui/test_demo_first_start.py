@@ -76,6 +76,7 @@ def test_generate_waits_for_the_build_then_is_ready(qtbot, first_start) -> None:
     assert "Generate is ready once the demo knowledge base is built" in card.blocked_label.text()
     assert NEUTRAL in card.blocked_label.styleSheet()  # information, not a problem
     assert card.progress_label.text().startswith("Preparing the demo knowledge base")
+    assert card.progress_bar.maximum() == 0  # busy while the model loads, not a stuck "0 %"
     assert not card.stop_button.isVisible()
     assert not page.search_card.isEnabled()
     assert page.history.isVisible() and page.settings_card.isEnabled()
