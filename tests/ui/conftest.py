@@ -65,6 +65,23 @@ def window(dmdesk_window, ctx: ServiceContext) -> MainWindow:
     return dmdesk_window(ctx=ctx).window
 
 
+@pytest.fixture
+def failed_generation(dmdesk_window, dmdesk_llm_server):
+    """`failed_generation(chunks, fail_after)`: a window whose own generation (one LLM call at
+    a time) failed after `fail_after` answers, its run #1 `generating_failed`. The LLM answers
+    again afterwards, so Proceed can finish it."""
+
+    def make(chunks: int, fail_after: int):
+        dmdesk_llm_server.configure(fail_after=fail_after)
+        win = dmdesk_window(chunks=chunks, generation_concurrency=1)
+        win.click("generateButton")
+        win.wait_for_status(1, "generating_failed")
+        dmdesk_llm_server.configure(fail_after=None)
+        return win
+
+    return make
+
+
 def click_row(qtbot, view: HistoryView, run_id: int) -> None:
     index = view.model().row_of(run_id)  # type: ignore[attr-defined]
     rect = view.visualRect(index)

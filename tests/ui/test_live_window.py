@@ -201,12 +201,9 @@ def test_stop_returns_within_two_seconds_against_a_slow_llm(
 
 
 def test_the_open_row_stays_open_and_a_collapse_by_key_is_respected(
-    qtbot, dmdesk_window, dmdesk_llm_server: FakeLLMServer
+    qtbot, failed_generation
 ) -> None:
-    dmdesk_llm_server.configure(fail_after=2)
-    win = dmdesk_window(chunks=6, generation_concurrency=1)
-    win.click("generateButton")
-    win.wait_for_status(1, "generating_failed")
+    win = failed_generation(chunks=6, fail_after=2)
     view = win.page.history
     qtbot.waitUntil(lambda: view.expanded_run_id() == 1, timeout=5_000)  # opened for the admin
     view.open_run(1)  # idempotent: stays open (a toggle used to close it)
@@ -229,15 +226,11 @@ def test_geometry_is_remembered(qtbot, dmdesk_window) -> None:
 
 
 def test_keyboard_reaches_proceed_from_a_row_and_arrows_skip_the_actions_line(
-    qtbot, dmdesk_window, dmdesk_llm_server: FakeLLMServer
+    qtbot, failed_generation
 ) -> None:
     """Before: Proceed/Delete only after ~10 Tabs through Settings, and Down from an open row
     landed on the hidden actions line."""
-    dmdesk_llm_server.configure(fail_after=1)
-    win = dmdesk_window(chunks=4, generation_concurrency=1)
-    win.click("generateButton")
-    win.wait_for_status(1, "generating_failed")
-    dmdesk_llm_server.configure(fail_after=None)
+    win = failed_generation(chunks=4, fail_after=1)
     view = win.page.history
     view.open_run(1)
     view.setFocus()

@@ -57,12 +57,9 @@ def test_after_a_stop_the_card_and_the_row_both_say_stopped(
 
 
 def test_after_a_failure_then_a_removal_the_card_follows_each_time(
-    qtbot, dmdesk_window, dmdesk_llm_server: FakeLLMServer
+    qtbot, failed_generation
 ) -> None:
-    dmdesk_llm_server.configure(fail_after=3)
-    win = dmdesk_window(chunks=12, generation_concurrency=1)
-    win.click("generateButton")
-    win.wait_for_status(1, "generating_failed")
+    win = failed_generation(chunks=12, fail_after=3)
     qtbot.waitUntil(lambda: "Proceed or Delete" in card(win)["progress"], timeout=5_000)
     assert "failed during generation" in card(win)["blocked"]
     assert win.row_text(1) == "Generation failed"
