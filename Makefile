@@ -67,6 +67,7 @@ lint: deps
 	$(BIN)/ruff check dmdesk tests bench migrations tools
 	$(BIN)/ruff format --check dmdesk tests bench migrations tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports  # the layers of pyproject.toml's [tool.importlinter]
 
 format: deps
 	$(BIN)/ruff format dmdesk tests bench migrations tools
