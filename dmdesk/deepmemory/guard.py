@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 MIN_TEST_PAIRS = 5
 SMALL_SAMPLE = 30
@@ -95,12 +96,15 @@ def _bucket_raw(chunk_id: str, question: str) -> int:
     return zlib.crc32(f"{chunk_id}\0{question.strip().casefold()}".encode())
 
 
-def reciprocal_ranks(ranks: Sequence[int | None]) -> np.ndarray:
+def reciprocal_ranks(ranks: Sequence[int | None]) -> NDArray[np.float32]:
     return np.asarray([1.0 / r if r else 0.0 for r in ranks], dtype=np.float64)
 
 
 def bootstrap_gain(
-    base: np.ndarray, new: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
+    base: NDArray[np.float32],
+    new: NDArray[np.float32],
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
 ) -> tuple[float, float, float]:
     """Mean paired gain new − base and its percentile bootstrap interval."""
     diff = np.asarray(new, dtype=np.float64) - np.asarray(base, dtype=np.float64)

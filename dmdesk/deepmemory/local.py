@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from dmdesk.deepmemory import adapters, blockwise, evalset, memory
 from dmdesk.deepmemory.base import ProgressFn, TrainingRequest
@@ -105,9 +106,9 @@ class PositiveRanks:
 
     def __init__(
         self,
-        queries: np.ndarray,
-        corpus: np.ndarray,
-        positives: np.ndarray,
+        queries: NDArray[np.float32],
+        corpus: NDArray[np.float32],
+        positives: NDArray[np.float32],
         params: LocalEngineParams,
         cancel: threading.Event | None = None,
     ) -> None:
@@ -115,13 +116,13 @@ class PositiveRanks:
         self.positives = positives.astype(np.int64)
         self.params, self.cancel = params, cancel
         self.exact = len(queries) * len(corpus) <= params.exact_validation_limit
-        self.pool: np.ndarray | None = None
+        self.pool: NDArray[np.int64] | None = None
         if not self.exact:
             _, self.pool = blockwise.top_k(
                 queries, corpus, params.validation_pool, budget=params.tile_bytes, cancel=cancel
             )
 
-    def ranks(self, W: np.ndarray | None) -> np.ndarray:
+    def ranks(self, W: NDArray[np.float32] | None) -> NDArray[np.int64]:
         q = self.queries if W is None else normalise(self.queries @ W.T)
         if self.pool is None:
             rel = [[int(p)] for p in self.positives]
@@ -140,18 +141,18 @@ class PositiveRanks:
             out[s : s + 1024] = 1 + above.sum(axis=1)
         return out
 
-    def metrics(self, W: np.ndarray | None) -> dict[str, float]:
+    def metrics(self, W: NDArray[np.float32] | None) -> dict[str, float]:
         found = self.ranks(W)
         return dict(metrics_from_ranks([int(r) for r in found], DEFAULT_KS))
 
 
 def hard_negative_pool(
-    queries: np.ndarray,
-    corpus: np.ndarray,
+    queries: NDArray[np.float32],
+    corpus: NDArray[np.float32],
     params: LocalEngineParams,
     cancel: threading.Event,
     progress: Callable[[int, int], None] | None = None,
-) -> np.ndarray | None:
+) -> NDArray[np.int64] | None:
     """The candidate pool of each training question (rows, W = I), or None when mining the whole
     store every epoch is cheap enough (then every epoch mines exactly with the current W)."""
     if len(queries) * len(corpus) <= params.exact_mining_limit:
@@ -164,13 +165,13 @@ def hard_negative_pool(
 
 
 def _mine(
-    qt: np.ndarray,
-    corpus: np.ndarray,
-    pool: np.ndarray | None,
+    qt: NDArray[np.float32],
+    corpus: NDArray[np.float32],
+    pool: NDArray[np.int64] | None,
     k: int,
     params: LocalEngineParams,
     cancel: threading.Event,
-) -> np.ndarray:
+) -> NDArray[np.int64]:
     """The k best chunks of each (transformed) training question: over the whole store, block
     by block, or over its candidate pool."""
     if pool is None:
@@ -185,9 +186,9 @@ def _mine(
 
 
 def train_adapter(
-    queries: np.ndarray,
-    corpus: np.ndarray,
-    positives: np.ndarray,
+    queries: NDArray[np.float32],
+    corpus: NDArray[np.float32],
+    positives: NDArray[np.float32],
     train_idx: list[int],
     held_idx: list[int],
     params: LocalEngineParams,
@@ -195,9 +196,9 @@ def train_adapter(
     cancel: threading.Event,
     *,
     validation: PositiveRanks | None = None,
-    pool: np.ndarray | None = None,
+    pool: NDArray[np.int64] | None = None,
     pool_given: bool = False,
-) -> tuple[np.ndarray, list[dict[str, float]]]:
+) -> tuple[NDArray[np.float32], list[dict[str, float]]]:
     """Learn W. `positives[i]` is the corpus row of query i. Returns the best W and the per-epoch
     held-out history. `validation` (the held-out questions' ranker) and `pool` (the training
     questions' candidate pool, with `pool_given`) can be built once for several strengths."""
@@ -248,7 +249,7 @@ def train_adapter(
             loss = torch.nn.functional.cross_entropy(logits, target)
             loss = loss + params.identity_weight * ((W - eye) ** 2).sum()
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
             opt.step()
         current = held_mrr(W.detach())
         history.append(current)
@@ -353,7 +354,7 @@ class LocalEngineBackend:
             cancel,
             scanning(f"Finding hard negatives among {len(corpus):,} chunks", 0.04),
         )
-        candidates: list[tuple[float, float, np.ndarray, int]] = []
+        candidates: list[tuple[float, float, NDArray[np.float32], int]] = []
         for strength in strengths:
 
             def on_epoch(
@@ -387,7 +388,9 @@ class LocalEngineBackend:
         rel = [[int(positives[i])] for i in test_idx]
         test_q = queries[test_idx]
 
-        def test_ranks(q: np.ndarray, what: str) -> list[int]:  # exact, over the whole store
+        def test_ranks(
+            q: NDArray[np.float32], what: str
+        ) -> list[int]:  # exact, over the whole store
             found = blockwise.relevant_ranks(
                 q, corpus, rel, cancel=cancel, progress=scanning(what, 0.95)
             )
@@ -448,8 +451,8 @@ class LocalEngineBackend:
         request: TrainingRequest,
         embed: EmbeddingFunction,
         ids: list[str],
-        corpus: np.ndarray,
-        W: np.ndarray,
+        corpus: NDArray[np.float32],
+        W: NDArray[np.float32],
         current: adapters.Adapter | None,
         cancel: threading.Event,
         scanning: Callable[[str, float], Callable[[int, int], None]],
@@ -465,7 +468,7 @@ class LocalEngineBackend:
         q = np.ascontiguousarray(embed(kept.questions), dtype=np.float32)
         rel = kept.rows
 
-        def ranks(vectors: np.ndarray, what: str) -> list[int]:
+        def ranks(vectors: NDArray[np.float32], what: str) -> list[int]:
             return [
                 int(r.min())
                 for r in blockwise.relevant_ranks(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from dmdesk.deepmemory import blockwise
 
@@ -20,8 +21,8 @@ DEFAULT_KS = (1, 3, 5, 10)
 
 
 def relevant_ranks(
-    queries: np.ndarray, corpus: np.ndarray, relevant: Sequence[Sequence[int]]
-) -> list[np.ndarray]:
+    queries: NDArray[np.float32], corpus: NDArray[np.float32], relevant: Sequence[Sequence[int]]
+) -> list[NDArray[np.int64]]:
     """For each query, the ranks (1-based) of its relevant corpus rows (block-wise: memory is one
     score tile, whatever the store's size)."""
     return blockwise.relevant_ranks(
@@ -30,15 +31,15 @@ def relevant_ranks(
 
 
 def ranks_of(
-    queries: np.ndarray, corpus: np.ndarray, relevant: Sequence[Sequence[int]]
+    queries: NDArray[np.float32], corpus: NDArray[np.float32], relevant: Sequence[Sequence[int]]
 ) -> list[int]:
     """The best rank of each query's relevant rows (for the activation guard)."""
     return [int(r.min()) for r in relevant_ranks(queries, corpus, relevant)]
 
 
 def retrieval_metrics(
-    queries: np.ndarray,
-    corpus: np.ndarray,
+    queries: NDArray[np.float32],
+    corpus: NDArray[np.float32],
     relevant: Sequence[Sequence[int]],
     ks: Sequence[int] = DEFAULT_KS,
 ) -> dict[str, float]:

@@ -106,7 +106,7 @@ def _load() -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         target = cache_dir()
         if not (target / "config.json").is_file():
             source = gguf_path()

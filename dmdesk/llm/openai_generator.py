@@ -149,7 +149,8 @@ class OpenAIGenerator:
                 self._answered += 1
             if not resp.choices:
                 return None
-            return resp.choices[0].message.content
+            content: str | None = resp.choices[0].message.content
+            return content
 
     def _explain(self, exc: openai.APIError) -> LLMError:
         where = self.base_url or "api.openai.com"

@@ -283,7 +283,7 @@ class FakeLLMServer:
 
     # -- the Batch API -------------------------------------------------------------------------
 
-    def add_file(self, data: bytes, purpose: str, filename: str = "input.jsonl") -> dict:
+    def add_file(self, data: bytes, purpose: str, filename: str = "input.jsonl") -> dict[str, Any]:
         with self._lock:
             fid = f"file-{len(self._files) + 1:06d}"
             self._files[fid] = data
@@ -303,7 +303,7 @@ class FakeLLMServer:
         with self._lock:
             return self._files.get(fid)
 
-    def create_batch(self, body: dict) -> tuple[int, dict]:
+    def create_batch(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self._lock:
             data = self._files.get(str(body.get("input_file_id")))
             if data is None:
@@ -330,7 +330,7 @@ class FakeLLMServer:
             self.stats.batches_created += 1
             return 200, self._batch_view(self._batches[bid])
 
-    def batch(self, bid: str, cancel: bool = False) -> dict | None:
+    def batch(self, bid: str, cancel: bool = False) -> dict[str, Any] | None:
         with self._lock:
             b = self._batches.get(bid)
             if b is None:
@@ -340,18 +340,18 @@ class FakeLLMServer:
                 self.stats.batches_cancelled += 1
             return self._batch_view(b)
 
-    def list_batches(self) -> list[dict]:
+    def list_batches(self) -> list[dict[str, Any]]:
         with self._lock:
             return [self._batch_view(b) for b in reversed(self._batches.values())]
 
-    def _due(self, b: dict) -> int:
+    def _due(self, b: dict[str, Any]) -> int:
         """How many of the batch's lines are answered by now."""
         n = len(b["lines"])
         if b["delay"] <= 0:
             return n
         return min(n, int(n * (time.monotonic() - b["t0"]) / b["delay"]))
 
-    def _batch_view(self, b: dict) -> dict:
+    def _batch_view(self, b: dict[str, Any]) -> dict[str, Any]:
         if b["status"] == "in_progress" and self._due(b) >= len(b["lines"]):
             self._finish(b, len(b["lines"]), "completed")
         if b["status"] == "in_progress":
@@ -373,7 +373,7 @@ class FakeLLMServer:
         view.pop("failed")
         return view | {"object": "batch", "request_counts": counts, "errors": None}
 
-    def _finish(self, b: dict, upto: int, status: str) -> None:
+    def _finish(self, b: dict[str, Any], upto: int, status: str) -> None:
         out, err = [], []
         for line in b["lines"][:upto]:
             cid = str(line.get("custom_id"))
@@ -430,7 +430,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # quiet
         pass
 
-    def _send(self, status: int, body: dict | str, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None
+    ) -> None:
         data = (body if isinstance(body, str) else json.dumps(body)).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -606,7 +608,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
         self._send(200, reply, rate_headers)
 
-    def _fault(self, mode: str, k: Knobs, body: dict) -> None:
+    def _fault(self, mode: str, k: Knobs, body: dict[str, Any]) -> None:
         model = body.get("model", "test-model")
         if mode == "status":
             headers = {"Retry-After": str(k.retry_after)} if k.retry_after is not None else None
@@ -628,7 +630,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, {"error": {"message": f"unknown fault {mode}"}})
 
 
-def _completion(model: str, content: str) -> dict:
+def _completion(model: str, content: str) -> dict[str, Any]:
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion",

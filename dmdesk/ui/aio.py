@@ -58,7 +58,7 @@ class _Waker(QObject):
         self._drain()
 
 
-class GuiLoop(qasync.QEventLoop):
+class GuiLoop(qasync.QEventLoop):  # type: ignore[misc]  # qasync ships no types
     """qasync's loop, with a `call_soon_threadsafe` that is thread-safe on PySide6 6.12.
 
     qasync 0.28 connects its cross-thread signal to a *lambda*, and PySide6 6.12 runs a lambda
@@ -191,7 +191,7 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
 def spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
     """Start `coro` on the GUI loop. An exception it raises is logged (never lost silently);
     cancelling the task is how its owner stops it."""
-    task = loop().create_task(coro, name=name)
+    task: asyncio.Task[Any] = loop().create_task(coro, name=name)
     _tasks.add(task)
     task.add_done_callback(_finished)
     return task

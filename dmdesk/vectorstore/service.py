@@ -263,7 +263,7 @@ def create_local_store(
     ids: Sequence[str],
     texts: Sequence[str],
     embeddings: Any = None,
-    metadata: Sequence[dict] | None = None,
+    metadata: Sequence[dict[str, Any]] | None = None,
     overwrite: bool = False,
 ) -> None:
     """Build a local store with the tensors deeplake's VectorStore uses (text, id, embedding,
