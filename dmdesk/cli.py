@@ -6,6 +6,10 @@ reaches the user unless `--debug` is given.
 
 Without `--wait`, `generate`, `proceed` and `train` hand the job to a detached dmdesk process
 (`dmdesk _job`), which keeps the run's heartbeat; `dmdesk run ID` follows it.
+
+The services, `dmdesk.app`, the demo and the window are imported inside the commands that use
+them (each such import says `# late`): they load SQLAlchemy, the openai SDK, numpy or Qt
+(0.3–1.2 s), which `dmdesk --help`, `dmdesk settings` and a usage error should not wait for.
 """
 
 from __future__ import annotations
@@ -19,6 +23,16 @@ import threading
 import traceback
 from typing import Any, NoReturn
 
+from dmdesk.config import (
+    APP_NAME,
+    SettingsFileBroken,
+    config_file,
+    describe_settings,
+    env_overridden,
+    load_config,
+)
+from dmdesk.deepmemory import evalset
+from dmdesk.deepmemory.guard import verdict_lines
 from dmdesk.domain.errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -27,7 +41,8 @@ from dmdesk.domain.errors import (
     InvalidSettings,
 )
 from dmdesk.domain.models import ProgressUpdate, RunView
-from dmdesk.domain.status import FAILED, RunStatus
+from dmdesk.domain.status import ACTIVE, FAILED, RunStatus
+from dmdesk.secrets import RedactingFormatter, redact
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,7 +79,6 @@ budget_usd)."""
 
 
 def _settings_epilog() -> str:
-    from dmdesk.config import describe_settings
 
     rows = "\n".join(f"  {d.key:<24} {d.kind}, {d.range} — {d.env}" for d in describe_settings())
     return SETTINGS_EPILOG.format(rows=rows)
@@ -291,7 +305,6 @@ def _print_run(run: RunView) -> None:
         print(f"  model      {state}")
         if run.activation_note:
             print(f"  guard      {run.activation_note}")
-        from dmdesk.deepmemory.guard import verdict_lines
 
         for line in verdict_lines(run.metrics):
             print(f"  judged     {line}")
@@ -457,7 +470,7 @@ def _wait(ctx: Any, run: RunView, as_json: bool) -> int:
     the run is then recovered as interrupted once its heartbeat is stale."""
     import signal
 
-    from dmdesk.services.runs import TrainingRunService
+    from dmdesk.services.runs import TrainingRunService  # late
 
     runs = TrainingRunService(ctx)
     cancel = threading.Event()
@@ -516,7 +529,7 @@ def _demo_store(config: Any) -> int:
     """Build the demo store (`dmdesk _demo-store`, the window's first start): one line
     `progress DONE TOTAL MESSAGE` on stdout per step, for the window that reads them. The
     settings are left to the window (dmdesk.demo.finish_demo)."""
-    from dmdesk.demo import build_demo_store, demo_store_path, store_ready
+    from dmdesk.demo import build_demo_store, demo_store_path, store_ready  # late
 
     def report(done: int, total: int, message: str) -> None:
         print(f"progress {done} {total} {message}", flush=True)
@@ -532,9 +545,8 @@ def _job(ctx: Any, args: argparse.Namespace) -> int:
     the traceback (the log lines of dmdesk.log are copied there too)."""
     import logging
 
-    from dmdesk.app import LOG_FORMAT
-    from dmdesk.secrets import RedactingFormatter
-    from dmdesk.services.runs import TrainingRunService
+    from dmdesk.app import LOG_FORMAT  # late
+    from dmdesk.services.runs import TrainingRunService  # late
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(LOG_FORMAT))
@@ -556,9 +568,8 @@ def _follow(ctx: Any, run: RunView, as_json: bool) -> int:
     the same progress output as --wait; the exit code is that of --wait (0, 1 failed)."""
     import time
 
-    from dmdesk.app import recover
-    from dmdesk.domain.status import ACTIVE
-    from dmdesk.services.runs import TrainingRunService
+    from dmdesk.app import recover  # late
+    from dmdesk.services.runs import TrainingRunService  # late
 
     runs = TrainingRunService(ctx)
     bar = _Bar()
@@ -592,7 +603,7 @@ def _follow(ctx: Any, run: RunView, as_json: bool) -> int:
 
 def _detach(ctx: Any, run: RunView, as_json: bool) -> int:
     """Hand the run's job to a detached dmdesk process."""
-    from dmdesk.app import spawn_job_worker
+    from dmdesk.app import spawn_job_worker  # late
 
     spawn_job_worker(ctx, run.id)
     _show(run, as_json)
@@ -602,8 +613,8 @@ def _detach(ctx: Any, run: RunView, as_json: bool) -> int:
 
 
 def _estimate(ctx: Any, as_json: bool) -> int:
-    from dmdesk.services.estimate import estimate_with
-    from dmdesk.services.settings import availability
+    from dmdesk.services.estimate import estimate_with  # late
+    from dmdesk.services.settings import availability  # late
 
     _, available, reason = availability(ctx.config)
     if not ctx.config.vector_store_path:
@@ -658,7 +669,7 @@ def _labelled(args: argparse.Namespace, ctx: Any) -> tuple[list[str], list[list[
     saved evaluation set — as (questions, relevant chunk ids, source)."""
     from pathlib import Path
 
-    from dmdesk.services import retrieval
+    from dmdesk.services import retrieval  # late
 
     if args.csv and args.queries:
         raise InvalidSettings("Give either QUERIES.jsonl QRELS.tsv or --csv FILE, not both.")
@@ -682,7 +693,7 @@ def _labelled(args: argparse.Namespace, ctx: Any) -> tuple[list[str], list[list[
 def _retrieval(cmd: str, args: argparse.Namespace, ctx: Any) -> int:
     from pathlib import Path
 
-    from dmdesk.services import retrieval
+    from dmdesk.services import retrieval  # late
 
     try:
         if cmd == "search":
@@ -703,8 +714,6 @@ def _retrieval(cmd: str, args: argparse.Namespace, ctx: Any) -> int:
             return EXIT_OK
         ks = _parse_ks(args.k)
         if args.forget:
-            from dmdesk.deepmemory import evalset
-
             gone = evalset.remove(ctx.config.data_dir, ctx.config.vector_store_path or "")
             print("Evaluation set removed." if gone else "No evaluation set was saved.")
             return EXIT_OK
@@ -735,8 +744,7 @@ def _retrieval(cmd: str, args: argparse.Namespace, ctx: Any) -> int:
 
 
 def _settings(config: Any, args: argparse.Namespace) -> int:
-    from dmdesk.config import config_file, env_overridden
-    from dmdesk.services import settings as settings_service
+    from dmdesk.services import settings as settings_service  # late
 
     if args.set:
         changes = _parse_sets(args.set)
@@ -769,9 +777,8 @@ def _settings(config: Any, args: argparse.Namespace) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from dmdesk import app
-    from dmdesk.config import SettingsFileBroken, load_config
-    from dmdesk.services.runs import TrainingRunService
+    from dmdesk import app  # late
+    from dmdesk.services.runs import TrainingRunService  # late
 
     cmd = args.command or "gui"
     settings_problem: SettingsFileBroken | None = None
@@ -791,7 +798,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return _settings(config, args)
 
     if cmd == "demo" and args.no_gui:
-        from dmdesk.demo import demo_store_path, ensure_demo
+        from dmdesk.demo import demo_store_path, ensure_demo  # late
 
         # The store's build is an import (its chunks embedded), not a generation: said as
         # `dmdesk import` says it ("generation: 533/533 chunks, 0 pairs" read as a run).
@@ -805,7 +812,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if cmd == "_demo-store":
         return _demo_store(config)
     if cmd in ("gui", "demo"):
-        from dmdesk.ui.main_window import run_gui
+        from dmdesk.ui.main_window import run_gui  # late
 
         smoke = getattr(args, "smoke", False) or args.top_smoke
         return run_gui(config, smoke=smoke, demo=cmd == "demo", settings_problem=settings_problem)
@@ -854,7 +861,7 @@ def dispatch(args: argparse.Namespace) -> int:
             print(f"Run #{args.run_id} and its pairs were deleted.")
             return EXIT_OK
         if cmd == "activate":
-            from dmdesk.services import activation
+            from dmdesk.services import activation  # late
 
             if args.none:
                 previous = activation.deactivate(ctx)
@@ -869,7 +876,7 @@ def dispatch(args: argparse.Namespace) -> int:
         if cmd == "export":
             from pathlib import Path
 
-            from dmdesk.services.export import export
+            from dmdesk.services.export import export  # late
 
             print(export(ctx, args.run_id, Path(args.dest), args.format))
             return EXIT_OK
@@ -915,8 +922,7 @@ def _log_path() -> str:
 
     import platformdirs
 
-    from dmdesk.app import log_file, setup_logging
-    from dmdesk.config import APP_NAME
+    from dmdesk.app import log_file, setup_logging  # late
 
     path = log_file()
     if path is None:
@@ -932,8 +938,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return dispatch(args)
     except DmdeskError as exc:
-        from dmdesk.secrets import redact
-
         print(f"dmdesk: {redact(exc.message)}", file=sys.stderr)
         if args.debug:
             traceback.print_exc()
@@ -947,8 +951,6 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except Exception as exc:
         import logging
-
-        from dmdesk.secrets import redact
 
         if args.debug:
             traceback.print_exc()

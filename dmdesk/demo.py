@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from dmdesk.config import DEMO_PROFILE, DmdeskConfig, load_config
+from dmdesk.embeddings import LocalEmbedding, release_local_model
 from dmdesk.services import settings as settings_service
+from dmdesk.vectorstore.service import create_local_store
 
 TARGET_CHARS = 1000
 MIN_CHARS = 200
@@ -66,9 +68,6 @@ def build_demo_store(path: Path, progress: ProgressFn | None = None) -> int:
     (Most chunks fill MiniLM's 256 tokens, so sorting them by length saves nothing: measured.)"""
     import numpy as np
 
-    from dmdesk.embeddings import LocalEmbedding
-    from dmdesk.vectorstore.service import create_local_store
-
     chunks = demo_chunks()
     report = progress or (lambda *_: None)
     report(0, len(chunks), "Loading the local embedding model")
@@ -117,7 +116,6 @@ def ensure_demo(config: DmdeskConfig, progress: ProgressFn | None = None) -> Dmd
     """Build the demo store once (in this process), then `finish_demo`."""
     if not store_ready(config):
         build_demo_store(demo_store_path(config), progress)
-        from dmdesk.embeddings import release_local_model
 
         release_local_model()  # the window that opens next has no use for it until a job
     return finish_demo(config)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from dmdesk import secrets
+from dmdesk import heap, secrets
 from dmdesk.domain.errors import DmdeskError, InvalidSettings
 
 LOCAL_DIM = 384
@@ -86,7 +86,6 @@ def release_local_model() -> None:
         if _local_model is None:
             return
         _local_model = None
-    from dmdesk import heap
 
     heap.trim()
 

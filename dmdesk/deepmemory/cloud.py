@@ -40,6 +40,7 @@ from dmdesk.deepmemory.guard import Split, split_pairs
 from dmdesk.deepmemory.metrics import DEFAULT_KS, metrics_from_ranks
 from dmdesk.domain.errors import Cancelled, TrainingError
 from dmdesk.embeddings import DeepLakeEmbedding, EmbeddingFunction
+from dmdesk.vectorstore._deeplake import CloudUnreachable, prepare_cloud
 
 DONE_STATES = {"completed", "succeeded", "success", "finished"}
 FAILED_STATES = {"failed", "error"}
@@ -63,7 +64,6 @@ _UNREACHABLE = {"CloudUnreachable", "ConnectionError", "Timeout", "ReadTimeout",
 
 
 def open_cloud_store(path: str, token: str, embedding: EmbeddingFunction) -> Any:
-    from dmdesk.vectorstore._deeplake import prepare_cloud
 
     prepare_cloud()
     from deeplake.core.vectorstore import VectorStore
@@ -147,8 +147,6 @@ def _call(fn: Callable[[], Any], cancel: threading.Event, budget_s: float | None
         if cancel.is_set():
             raise _Interrupted()
         if deadline is not None and time.monotonic() > deadline:
-            from dmdesk.vectorstore._deeplake import CloudUnreachable
-
             raise CloudUnreachable(f"no answer within {budget_s:g} s")
         worker.join(0.05)
     if "error" in box:

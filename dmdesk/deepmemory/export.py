@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dmdesk.domain.errors import InvalidSettings
+from dmdesk.embeddings import local_model_path
 
 SENTENCE_TRANSFORMERS = "sentence-transformers"
 TRANSFORM = "safetensors"
@@ -116,8 +117,6 @@ def _write_sentence_transformers(folder: Path, W: NDArray[np.float32]) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Dense, Module, Normalize, Router
-
-    from dmdesk.embeddings import local_model_path
 
     path = local_model_path()
 

@@ -24,6 +24,7 @@ from dmdesk.deepmemory.backends import make_backend
 from dmdesk.deepmemory.base import TrainingBackend
 from dmdesk.domain.errors import DatabaseError
 from dmdesk.llm.base import QuestionGenerator
+from dmdesk.llm.local_generator import LocalGenerator
 from dmdesk.vectorstore.service import VectorStoreService, open_store
 
 
@@ -39,12 +40,11 @@ def default_vector_store_factory(path: str | None) -> VectorStoreService:
 def default_generator_factory(snapshot: dict[str, Any], config: DmdeskConfig) -> QuestionGenerator:
     """The OpenAI-compatible generator when a key or a base URL is configured; else the local
     model (offline)."""
+    # late: the openai SDK costs ~0.5 s of import; the local writer's runs never need it
     from dmdesk.llm.openai_generator import OpenAIGenerator
 
     base_url = snapshot.get("llm_base_url", config.llm_base_url)
     if not base_url and not secrets.get_secret(secrets.OPENAI_API_KEY):
-        from dmdesk.llm.local_generator import LocalGenerator
-
         return LocalGenerator()
     return OpenAIGenerator(
         model=snapshot.get("llm_model") or config.llm_model,

@@ -39,7 +39,9 @@ from dmdesk.llm.base import QuestionGenerator, prepare_model
 from dmdesk.llm.pacing import Pacer
 from dmdesk.llm.pricing import budget_reached, budget_unpriced, cost_usd, usd
 from dmdesk.services.batch import BatchRound, open_batches
+from dmdesk.services.estimate import call_tokens
 from dmdesk.services.job import LostRun, RunJob, Stopped
+from dmdesk.services.quality import assess_run
 from dmdesk.vectorstore.service import Chunk
 
 log = logging.getLogger(__name__)
@@ -412,8 +414,6 @@ class GenerationJob(RunJob):
         if self._calls_done:
             per_call = (spent - self._earlier_cost) / self._calls_done
         else:
-            from dmdesk.services.estimate import call_tokens
-
             prompt, completion = call_tokens(text, n_questions)
             per_call = cost_usd(self.model, prompt, completion, batch=self._batch_priced) or 0.0
         if spent + (self._calls_in_flight + 1) * per_call <= budget:
@@ -588,7 +588,6 @@ class GenerationJob(RunJob):
         failure is logged, never fatal: the pairs then stay unflagged."""
         if not self.ctx.config.quality_filters:
             return
-        from dmdesk.services.quality import assess_run
 
         try:
             assess_run(self.ctx, self.run_id, self.report, self.cancel)

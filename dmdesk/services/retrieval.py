@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from dmdesk import secrets
 from dmdesk.deepmemory import adapters, evalset, memory
+from dmdesk.deepmemory.cloud import explain, open_cloud_store
 from dmdesk.deepmemory.metrics import retrieval_metrics
 from dmdesk.domain.errors import InvalidSettings, RuleViolation, VectorStoreError
 from dmdesk.embeddings import (
@@ -152,8 +154,6 @@ def _search_cloud(
     k: int,
     deep_memory: bool,
 ) -> list[Hit]:
-    from dmdesk import secrets
-    from dmdesk.deepmemory.cloud import explain, open_cloud_store
 
     token = secrets.get_secret(secrets.ACTIVELOOP_TOKEN)
     if not token:

@@ -42,9 +42,13 @@ from dmdesk.domain.status import (
     check_transition,
 )
 from dmdesk.embeddings import release_local_model
+from dmdesk.llm.pricing import budget_unpriced, cost_usd
 from dmdesk.services import queries
+from dmdesk.services.batch import open_batches
 from dmdesk.services.context import ServiceContext
+from dmdesk.services.generation import GenerationJob
 from dmdesk.services.settings import availability, uses_local_generator
+from dmdesk.services.training import TrainingJob
 from dmdesk.services.transitions import insert_run, lock_runs, write_run
 from dmdesk.vectorstore.service import count_chunks
 
@@ -55,7 +59,6 @@ def _check_budget(cfg: Any) -> None:
     """A budget needs a price to be kept: refused before a run starts, not halfway."""
     if cfg.budget_usd is None or uses_local_generator(cfg):
         return
-    from dmdesk.llm.pricing import budget_unpriced, cost_usd
 
     if cost_usd(cfg.llm_model, 0, 0) is None:
         raise InvalidSettings(budget_unpriced(cfg.llm_model, cfg.budget_usd))
@@ -126,7 +129,6 @@ class TrainingRunService:
 
         Each update is conditional on the heartbeat it read, so a run whose owner beats in the
         meantime is left alone."""
-        from dmdesk.services.batch import open_batches
 
         now = self.ctx.clock()
         cutoff = now - timedelta(seconds=self.ctx.config.stale_after_s)
@@ -554,12 +556,8 @@ class TrainingRunService:
         view = self.get_run(run_id)
         job: Any
         if view.status is RunStatus.GENERATING:
-            from dmdesk.services.generation import GenerationJob
-
             job = GenerationJob(self.ctx, run_id, progress, cancel)
         elif view.status is RunStatus.TRAINING:
-            from dmdesk.services.training import TrainingJob
-
             job = TrainingJob(self.ctx, run_id, progress, cancel)
         else:
             raise RuleViolation(f"Run #{run_id} is {view.status.value}; there is no job to run.")

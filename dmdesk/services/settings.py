@@ -18,8 +18,9 @@ from dmdesk.config import (
     load_config,
     save_config_file,
 )
-from dmdesk.domain.errors import InvalidSettings
+from dmdesk.domain.errors import InvalidSettings, LLMError
 from dmdesk.domain.models import DeepMemorySettingsResponse
+from dmdesk.llm import local_generator
 from dmdesk.vectorstore.service import VectorStoreService
 
 GATE_MESSAGE = (
@@ -55,7 +56,6 @@ def generator_description(config: DmdeskConfig) -> str:
     model."""
     if not uses_local_generator(config):
         return f"{config.llm_model} at {config.llm_base_url or 'api.openai.com'}"
-    from dmdesk.llm import local_generator
 
     if local_generator.available():
         return local_generator.MODEL_LABEL
@@ -142,9 +142,9 @@ async def check_llm_connection(
     import asyncio
     import time
 
+    # late: the openai SDK costs ~0.5 s of import, only for a connection test
     import openai
 
-    from dmdesk.domain.errors import LLMError
     from dmdesk.llm.openai_generator import PLACEHOLDER_KEY
 
     if api_key is None:

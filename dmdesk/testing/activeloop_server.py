@@ -37,6 +37,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from dmdesk.testing.llm_server import embedding_for
+from dmdesk.vectorstore._deeplake import import_deeplake
+from dmdesk.vectorstore.service import create_local_store
+
 ARRAY = re.compile(r"ARRAY\[([^\]]*)\]")
 LIMIT = re.compile(r"limit\s+(\d+)", re.I)
 
@@ -105,9 +109,6 @@ class ActiveloopServer:
         """A store `hub://org/name` as the managed database would hold it, embedded with the
         test LLM server's embedding (so questions embedded there match)."""
         import numpy as np
-
-        from dmdesk.testing.llm_server import embedding_for
-        from dmdesk.vectorstore.service import create_local_store
 
         path = self.dataset_dir(org, name)
         vectors = np.asarray([embedding_for(t) for t in texts], dtype=np.float32)
@@ -195,8 +196,6 @@ class ActiveloopServer:
 
     def _query(self, org: str, name: str, tql: str) -> tuple[int, Any]:
         import numpy as np
-
-        from dmdesk.vectorstore._deeplake import import_deeplake
 
         deeplake = import_deeplake()
         ds = deeplake.load(str(self.dataset_dir(org, name)), read_only=True, verbose=False)

@@ -90,6 +90,7 @@ def dmdesk_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 @pytest.fixture
 def dmdesk_llm_server(dmdesk_isolated: Path) -> Iterator[Any]:
+    # late: pytest loads this plugin in every session; its parts only when used
     from dmdesk.testing.llm_server import FakeLLMServer
 
     with FakeLLMServer() as server:
@@ -98,6 +99,7 @@ def dmdesk_llm_server(dmdesk_isolated: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def dmdesk_store(dmdesk_isolated: Path, tmp_path: Path) -> Callable[..., Path]:
+    # late: pytest loads this plugin in every session; its parts only when used
     from dmdesk.vectorstore.service import create_local_store
 
     made = [0]
@@ -117,6 +119,7 @@ def dmdesk_store(dmdesk_isolated: Path, tmp_path: Path) -> Callable[..., Path]:
 def dmdesk_config(
     dmdesk_isolated: Path, dmdesk_llm_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Any]:
+    # late: pytest loads this plugin in every session; its parts only when used
     from dmdesk.config import load_config
 
     def apply(**settings: object) -> Any:
@@ -143,6 +146,7 @@ def dmdesk_config(
 
 @pytest.fixture
 def dmdesk_context(dmdesk_config: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    # late: pytest loads this plugin in every session; its parts only when used
     from dmdesk.services.context import build_context
 
     made: list[Any] = []
@@ -169,6 +173,7 @@ def dmdesk_window(
     def open_window(
         chunks: int = 20, texts: Sequence[str] | None = None, ctx: Any = None, **settings: Any
     ) -> Any:
+        # late: pytest loads this plugin in every session; its parts only when used
         from dmdesk.ui.main_window import MainWindow
         from dmdesk.ui.test_driver import WindowDriver
 
@@ -199,6 +204,7 @@ def dmdesk_window(
         return driver
 
     yield open_window
+    # late: pytest loads this plugin in every session; its parts only when used
     from dmdesk.ui import aio
 
     try:

@@ -23,12 +23,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dmdesk.app import spawn_job_worker
 from dmdesk.config import DmdeskConfig
 from dmdesk.domain.errors import DmdeskError
 from dmdesk.domain.models import RunView
 from dmdesk.domain.status import ACTIVE, FAILED, RunStatus
+from dmdesk.services import activation, retrieval
 from dmdesk.services import settings as settings_service
 from dmdesk.services.context import ServiceContext
+from dmdesk.services.estimate import estimate_with
+from dmdesk.services.export import export_model, model_format_for
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.ui import aio
 from dmdesk.ui.history_model import COL_PAIRS, COL_PROGRESS, RunHistoryModel
@@ -322,8 +326,6 @@ class DeepMemoryPage(QWidget):
         self._final = None
         self._stopped_by_admin = False
         if handed_over and final is not None and final.status in ACTIVE:
-            from dmdesk.app import spawn_job_worker
-
             spawn_job_worker(self.ctx, final.id)
         self.workflow.job_ended(final, stopped=stopped, handed_over=handed_over)
         self.refresh()
@@ -412,7 +414,6 @@ class DeepMemoryPage(QWidget):
     @Slot(int)
     def _on_use_requested(self, run_id: int) -> None:
         """The admin chooses this run's model for search (whatever the guard said)."""
-        from dmdesk.services import activation
 
         try:
             activation.activate(self.ctx, self.runs.get_run(run_id))
@@ -422,7 +423,6 @@ class DeepMemoryPage(QWidget):
 
     @Slot()
     def _on_stop_using_requested(self) -> None:
-        from dmdesk.services import activation
 
         previous = activation.deactivate(self.ctx)
         if previous is not None:
@@ -444,7 +444,6 @@ class DeepMemoryPage(QWidget):
 
     async def _export(self, run_id: int, dest: Path) -> None:
         """Write the model off the GUI thread (loading and saving the encoder takes seconds)."""
-        from dmdesk.services.export import export_model, model_format_for
 
         button = self.details.export_button
         button.setEnabled(False)
@@ -510,7 +509,6 @@ class DeepMemoryPage(QWidget):
 
     async def _save_evaluation_set(self, path: str, qrels: str | None) -> None:
         """Read, measure and save off the GUI thread (the store's embeddings are read)."""
-        from dmdesk.services import retrieval
 
         def work() -> dict[str, Any]:
             questions, relevant = (
@@ -591,7 +589,6 @@ class DeepMemoryPage(QWidget):
         self._estimate_task = aio.spawn(self._estimate(), name="workflow estimate")
 
     async def _estimate(self) -> None:
-        from dmdesk.services.estimate import estimate_with
 
         try:
             est = await aio.in_thread(estimate_with, self.ctx)

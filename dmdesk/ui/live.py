@@ -23,6 +23,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
+from dmdesk.app import recover
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.ui import aio
@@ -57,7 +58,6 @@ class _Reader:
             recovered = False
             if now - self.last_recovery >= self.recovery_every:
                 self.last_recovery = now
-                from dmdesk.app import recover
 
                 recovered = bool(recover(self.ctx))
             token = self.runs.change_token()

@@ -9,8 +9,9 @@ from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox
 
+from dmdesk import app as app_start
 from dmdesk import demo as demo_store
-from dmdesk.config import DmdeskConfig, SettingsFileBroken
+from dmdesk.config import DmdeskConfig, SettingsFileBroken, config_file
 from dmdesk.domain.errors import EXIT_USAGE, DmdeskError
 from dmdesk.services.context import ServiceContext
 from dmdesk.ui import aio
@@ -86,7 +87,6 @@ class MainWindow(QMainWindow):
         view.addAction(refresh)
         # Window geometry lives next to the settings file (DMDESK_CONFIG_FILE's folder), so a
         # test or a second profile never touches the user's own.
-        from dmdesk.config import config_file
 
         self._settings = QSettings(
             str(config_file().with_name("window.ini")), QSettings.Format.IniFormat
@@ -225,7 +225,6 @@ def run_gui(
     demo: bool = False,
     settings_problem: SettingsFileBroken | None = None,
 ) -> int:
-    from dmdesk import app as app_start
 
     problem = _display_problem()
     if problem:

@@ -11,6 +11,7 @@ from typing import Any
 from PySide6.QtCore import Qt, QThread
 from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton, QWidget
 
+from dmdesk.services.runs import TrainingRunService
 from dmdesk.ui.history_model import COL_STATUS, STATUS_TEXT, STOPPED_TEXT
 
 DEFAULT_WAIT_MS = 60_000
@@ -20,7 +21,6 @@ class WindowDriver:
     """The main window, and what a tester does with it. Every wait polls the real state."""
 
     def __init__(self, qtbot: Any, window: Any, ctx: Any, chunk_ids: list[str]) -> None:
-        from dmdesk.services.runs import TrainingRunService
 
         self.qtbot = qtbot
         self.window = window

@@ -27,6 +27,7 @@ from dmdesk.domain.errors import DmdeskError
 from dmdesk.domain.models import ProgressUpdate, RunView
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
+from dmdesk.ui.workflow_panel import user_message
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ def settle_heap() -> None:
     global _heap_settled
     if _heap_settled:
         return
+    # late, on purpose: this is the import of a job's modules, done once in a worker thread
     from dmdesk.llm import openai_generator  # noqa: F401
     from dmdesk.services import generation, training  # noqa: F401
     from dmdesk.vectorstore._deeplake import import_deeplake
@@ -176,8 +178,6 @@ class JobWorker(QObject):
                 self.progress_changed.emit(u.processed, u.total, u.pair_count, u.phase, u.message)
             self.succeeded.emit(final)
         except DmdeskError as exc:
-            from dmdesk.ui.workflow_panel import user_message
-
             self.failed.emit(user_message(exc))
         except Exception as exc:
             log.exception("worker failed")

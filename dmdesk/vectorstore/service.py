@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dmdesk import secrets
 from dmdesk.domain.errors import VectorStoreError
-from dmdesk.vectorstore._deeplake import import_deeplake
+from dmdesk.vectorstore._deeplake import import_deeplake, prepare_cloud
 
 CLOUD_PREFIX = "hub://"
 TEXT_TENSOR = "text"
@@ -88,7 +89,6 @@ class VectorStoreService:
             ) from None
 
     def _open_cloud(self) -> Any:
-        from dmdesk.vectorstore._deeplake import prepare_cloud
 
         prepare_cloud()
         from deeplake.core.vectorstore import VectorStore
@@ -237,7 +237,6 @@ MEMORY_CACHE_MB = 64  # deeplake's in-memory chunk cache for a local store (defa
 
 def open_store(path: str | None) -> VectorStoreService:
     """The store at `path`, with the Activeloop token from the environment or keyring."""
-    from dmdesk import secrets
 
     return VectorStoreService(path, lambda: secrets.get_secret(secrets.ACTIVELOOP_TOKEN))
 
