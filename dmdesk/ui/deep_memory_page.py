@@ -62,6 +62,7 @@ class DeepMemoryPage(QWidget):
         self._thread: QThread | None = None
         self._job_run_id: int | None = None
         self._final: RunView | None = None  # what the job's worker returned
+        self._trailing: QTimer | None = None  # sends the progress the throttle held back
         self._stopped_by_admin = False
         self.review_dialog: ReviewDialog | None = None
 
@@ -251,7 +252,10 @@ class DeepMemoryPage(QWidget):
         # while it runs change this page's context, never the one the job reads.
         worker = JobWorker(dataclasses.replace(self.ctx), prepare)
         worker.run_started.connect(self._on_worker_run_started)
-        worker.progress_changed.connect(self._on_worker_progress_changed)
+        worker.progress_changed.connect(
+            self._on_worker_progress_changed, Qt.ConnectionType.QueuedConnection
+        )
+        self._trailing = worker.trailing_timer(self)
         worker.succeeded.connect(self._on_worker_succeeded)
         worker.failed.connect(self._on_worker_failed)
         self._worker = worker
@@ -324,6 +328,10 @@ class DeepMemoryPage(QWidget):
         self._thread = None
         self._worker = None
         self._final = None
+        if self._trailing is not None:
+            self._trailing.stop()
+            self._trailing.deleteLater()
+            self._trailing = None
         self._stopped_by_admin = False
         if handed_over and final is not None and final.status in ACTIVE:
             spawn_job_worker(self.ctx, final.id)

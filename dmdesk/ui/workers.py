@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from dmdesk.domain.errors import DmdeskError
 from dmdesk.domain.models import ProgressUpdate, RunView
@@ -139,7 +139,8 @@ class JobWorker(QObject):
         self._cancel = threading.Event()
         self._handover = threading.Event()
         self._last_emit = 0.0
-        self._pending: ProgressUpdate | None = None  # throttled, delivered before `finished`
+        self._pending: ProgressUpdate | None = None  # held back by the throttle
+        self._held_lock = threading.Lock()  # the job's thread holds back, the GUI's timer sends
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -158,12 +159,39 @@ class JobWorker(QObject):
         return self._cancel.is_set()
 
     def _on_progress(self, u: ProgressUpdate) -> None:
-        now = time.monotonic()
-        if now - self._last_emit >= PROGRESS_INTERVAL_S or u.processed >= u.total:
-            self._last_emit, self._pending = now, None
+        """In the job's thread: at most one update per interval goes out; a later one is held
+        back, and sent by `send_held` (the GUI's timer) once its interval has passed, or by the
+        next update, or at the end of the job — never left behind while the job waits on
+        something slow (a held "9/40" used to stay until chunk 11)."""
+        with self._held_lock:
+            now = time.monotonic()
+            send = now - self._last_emit >= PROGRESS_INTERVAL_S or u.processed >= u.total
+            if send:
+                self._last_emit, self._pending = now, None
+            else:
+                self._pending = u
+        if send:
             self.progress_changed.emit(u.processed, u.total, u.pair_count, u.phase, u.message)
-        else:
-            self._pending = u  # the trailing update is never dropped (see run's finally)
+
+    def send_held(self) -> None:
+        """The trailing edge of the throttle (superqt's `qthrottled` behaviour), called from the
+        GUI thread's timer: the update held back goes out once its interval has passed."""
+        with self._held_lock:
+            u = self._pending
+            if u is None or time.monotonic() - self._last_emit < PROGRESS_INTERVAL_S:
+                return
+            self._pending, self._last_emit = None, time.monotonic()
+        self.progress_changed.emit(u.processed, u.total, u.pair_count, u.phase, u.message)
+
+    def trailing_timer(self, parent: QObject) -> QTimer:
+        """A running timer in the GUI thread (`parent`'s) that sends what the throttle held back.
+        Connect `progress_changed` queued: what the job's thread and this timer send then
+        arrives in the order it was sent."""
+        timer = QTimer(parent)
+        timer.setInterval(int(PROGRESS_INTERVAL_S * 1000))
+        timer.timeout.connect(self.send_held)
+        timer.start()
+        return timer
 
     @Slot()
     def run(self) -> None:
@@ -173,7 +201,8 @@ class JobWorker(QObject):
             run = self._prepare(runs)
             self.run_started.emit(run)
             final = runs.run_job(run.id, self._on_progress, self._cancel, self._handover)
-            u, self._pending = self._pending, None
+            with self._held_lock:
+                u, self._pending = self._pending, None
             if u is not None:
                 self.progress_changed.emit(u.processed, u.total, u.pair_count, u.phase, u.message)
             self.succeeded.emit(final)
