@@ -133,7 +133,7 @@ class MainWindow(QMainWindow):
         self.page.watcher.stop()
         self.page.settings_card.stop()
         self.page.stop_tasks()
-        self.page.search_card.wait_idle()
+        self.page.search_card.stop()
         event.accept()
 
     def _ask_how_to_close(self) -> None:

@@ -6,6 +6,9 @@ approve anything. Pairs and chunk texts load off the GUI thread."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import (
@@ -14,7 +17,6 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     QSortFilterProxyModel,
     Qt,
-    QThread,
     Slot,
 )
 from PySide6.QtGui import QColor, QKeySequence, QShortcut
@@ -37,7 +39,9 @@ from dmdesk.domain.errors import DmdeskError
 from dmdesk.domain.models import PairView
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
-from dmdesk.ui.workers import TaskWorker, start_in_thread
+from dmdesk.ui import aio
+
+log = logging.getLogger(__name__)
 
 MAX_SHOWN = 5_000  # pairs listed at once; "Approve all" still covers every pair
 APPROVED_TEXT = {True: "✓ approved", False: "✗ rejected", None: "– not reviewed"}
@@ -243,26 +247,29 @@ class ReviewDialog(QDialog):
                 texts = {}  # the store moved: review the questions without their text
             return pairs, texts, total
 
-        # Keep Python references: a worker without one is collected before it runs.
-        self._load_worker = TaskWorker(fetch)
-        self._load_worker.done.connect(self._on_loaded)
-        self._load_worker.failed.connect(self._on_load_failed)
-        self._load_thread: QThread | None = start_in_thread(
-            self._load_worker, self, self._on_load_finished
-        )
+        self._loading: asyncio.Task[None] | None = aio.spawn(self._fetch(fetch), name="pairs")
 
-    @Slot()
-    def _on_load_finished(self) -> None:
-        self._load_thread = None
+    async def _fetch(self, fetch: Callable[[], tuple[list[PairView], dict[str, str], int]]) -> None:
+        """The pairs are read in a thread of their own, awaited on the GUI loop: a dialog closed
+        meanwhile cancels the await and never waits for the read (it used to block up to 30 s)."""
+        try:
+            result = await aio.in_thread(fetch)
+        except DmdeskError as exc:
+            self._on_load_failed(exc.message)
+        except Exception as exc:
+            log.exception("loading the pairs failed")
+            self._on_load_failed(f"Unexpected error: {type(exc).__name__}: {exc}")
+        else:
+            self._on_loaded(result)
+        finally:
+            self._loading = None
 
     def done(self, result: int) -> None:
-        # Never destroy a QThread that still runs (Qt aborts): let the short load finish.
-        if self._load_thread is not None and self._load_thread.isRunning():
-            self._load_thread.quit()
-            self._load_thread.wait(30_000)
+        if self._loading is not None:
+            self._loading.cancel()
+            self._loading = None
         super().done(result)
 
-    @Slot(object)
     def _on_loaded(self, result: tuple[list[PairView], dict[str, str], int]) -> None:
         pairs, texts, total = result
         self.model.set_pairs(pairs, texts)
@@ -293,7 +300,6 @@ class ReviewDialog(QDialog):
             self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
             self.proxy.sort(-1)
 
-    @Slot(str)
     def _on_load_failed(self, message: str) -> None:
         self.status_label.setText(f"Cannot load the pairs: {message}")
 

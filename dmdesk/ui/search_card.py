@@ -1,11 +1,16 @@
 """Look before you trust: a query, and the top results without and with Deep Memory side by side
 (issue 10). Each row shows rank, score and the chunk's text; the "±" column marks where the two
 lists differ (a chunk only one side found, or a rank that moved). The search runs off the GUI
-thread through `dmdesk.services.retrieval.compare`, the same code as `dmdesk search`."""
+thread through `dmdesk.services.retrieval.compare`, the same code as `dmdesk search`: a
+coroutine on the GUI loop awaits it in a thread of its own (`aio.in_thread`), so closing the
+window cancels the await and never waits for the search (it used to block up to 15 s)."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QThread, Slot
+import asyncio
+import logging
+
+from PySide6.QtCore import Slot
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QGroupBox,
@@ -19,10 +24,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dmdesk.domain.errors import DmdeskError
 from dmdesk.services import retrieval
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.retrieval import Hit
-from dmdesk.ui.workers import TaskWorker, start_in_thread
+from dmdesk.ui import aio
+
+log = logging.getLogger(__name__)
 
 K = 5
 TEXT_CHARS = 160
@@ -57,8 +65,7 @@ class SearchCard(QGroupBox):
         super().__init__("Try a search", parent)
         self.setObjectName("searchCard")
         self.ctx = ctx
-        self._worker: TaskWorker | None = None
-        self._thread: QThread | None = None
+        self._task: asyncio.Task[None] | None = None
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
         self.query = QLineEdit()
@@ -96,13 +103,13 @@ class SearchCard(QGroupBox):
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None
+        return self._task is not None
 
-    def wait_idle(self, timeout_ms: int = 15_000) -> None:
-        """Let a running search end before the window goes (a QThread must never be destroyed
-        while it runs); a search is bounded, so is this wait."""
-        if self._thread is not None and self._thread.isRunning():
-            self._thread.wait(timeout_ms)
+    def stop(self) -> None:
+        """The window closes: a search under way is dropped (its thread ends on its own)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
     @Slot()
     def _on_search_clicked(self) -> None:
@@ -112,13 +119,23 @@ class SearchCard(QGroupBox):
         ctx = self.ctx
         self.status.setText("Searching… (the first search loads the embedding model)")
         self.button.setEnabled(False)
-        self._worker = TaskWorker(lambda: retrieval.compare(ctx, text, K))
-        self._worker.done.connect(self._on_worker_done)
-        self._worker.failed.connect(self._on_worker_failed)
-        self._thread = start_in_thread(self._worker, self, self._on_thread_finished)
+        self._task = aio.spawn(self._search(ctx, text), name="search")
 
-    @Slot(object)
-    def _on_worker_done(self, result: tuple[list[Hit], list[Hit] | None]) -> None:
+    async def _search(self, ctx: ServiceContext, text: str) -> None:
+        try:
+            result = await aio.in_thread(retrieval.compare, ctx, text, K)
+        except DmdeskError as exc:
+            self._show_failure(exc.message)
+        except Exception as exc:
+            log.exception("search failed")
+            self._show_failure(f"Unexpected error: {type(exc).__name__}: {exc}")
+        else:
+            self._show(result)
+        finally:
+            self._task = None
+            self.button.setEnabled(True)
+
+    def _show(self, result: tuple[list[Hit], list[Hit] | None]) -> None:
         without, with_dm = result
         self._fill(self.plain, without, differences(without, with_dm))
         if with_dm is None:
@@ -147,12 +164,5 @@ class SearchCard(QGroupBox):
                 item.setForeground(1, DIFF_COLOR)
             tree.addTopLevelItem(item)
 
-    @Slot(str)
-    def _on_worker_failed(self, message: str) -> None:
+    def _show_failure(self, message: str) -> None:
         self.status.setText(f"The search failed: {message}")
-
-    @Slot()
-    def _on_thread_finished(self) -> None:
-        self._worker = None
-        self._thread = None
-        self.button.setEnabled(True)

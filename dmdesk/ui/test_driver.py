@@ -159,7 +159,7 @@ class WindowDriver:
         page = self.page
         if page.job_running:
             page.stop_job(wait=True)
-        page.search_card.wait_idle()
+        page.search_card.stop()
         dialog = getattr(page, "review_dialog", None)
         if dialog is not None:
             dialog.reject()

@@ -4,14 +4,17 @@ a completed run's details say whether its model is used, and the admin switches 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 from sqlalchemy import text, update
 
 from dmdesk.db.models import TrainingRun
 from dmdesk.deepmemory import adapters
-from dmdesk.services import activation
+from dmdesk.services import activation, retrieval
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.llm_server import EMBED_DIM
@@ -179,6 +182,34 @@ def test_the_search_box_shows_results_without_and_with_deep_memory(
     marks = [card.with_dm.topLevelItem(i).text(1) for i in range(5)]
     assert any(marks)  # a random rotation reorders the top 5
     assert "places differ with Deep Memory" in card.status.text()
+
+
+def test_closing_the_window_during_a_search_does_not_wait_for_it(
+    qtbot, dmdesk_window, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: the close waited up to 15 s on the GUI thread for a running search (a first
+    search loads the embedding model). The search here holds until after the close; the close
+    must end with no thread of the window left running, and the search's late result is
+    dropped."""
+    release = threading.Event()
+    real = retrieval.compare
+
+    def slow(ctx: ServiceContext, query: str, k: int) -> object:
+        release.wait(60)
+        return real(ctx, query, k)
+
+    monkeypatch.setattr(retrieval, "compare", slow)
+    win = dmdesk_window(chunks=5)
+    card = win.page.search_card
+    card.query.setText("topic number 2")
+    click(qtbot, card.button)
+    assert card.busy and not card.button.isEnabled()
+    try:
+        assert win.close(timeout_ms=3_000), "a thread of the window ran on after the close"
+        assert not card.busy
+    finally:
+        release.set()
+    qtbot.wait(200)  # the search's thread ends on its own; nothing reaches the closed window
 
 
 def completed_run(ctx: ServiceContext) -> int:
