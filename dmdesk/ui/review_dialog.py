@@ -7,7 +7,6 @@ approve anything. Pairs and chunk texts load off the GUI thread."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -40,8 +39,7 @@ from dmdesk.domain.models import PairView
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.ui import aio
-
-log = logging.getLogger(__name__)
+from dmdesk.ui.workers import failure_text
 
 MAX_SHOWN = 5_000  # pairs listed at once; "Approve all" still covers every pair
 APPROVED_TEXT = {True: "✓ approved", False: "✗ rejected", None: "– not reviewed"}
@@ -254,11 +252,8 @@ class ReviewDialog(QDialog):
         meanwhile cancels the await and never waits for the read (it used to block up to 30 s)."""
         try:
             result = await aio.in_thread(fetch)
-        except DmdeskError as exc:
-            self._on_load_failed(exc.message)
         except Exception as exc:
-            log.exception("loading the pairs failed")
-            self._on_load_failed(f"Unexpected error: {type(exc).__name__}: {exc}")
+            self._on_load_failed(failure_text(exc, "loading the pairs"))
         else:
             self._on_loaded(result)
         finally:

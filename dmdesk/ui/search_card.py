@@ -8,7 +8,6 @@ window cancels the await and never waits for the search (it used to block up to 
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from PySide6.QtCore import Slot
 from PySide6.QtGui import QColor
@@ -24,13 +23,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dmdesk.domain.errors import DmdeskError
 from dmdesk.services import retrieval
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.retrieval import Hit
 from dmdesk.ui import aio
-
-log = logging.getLogger(__name__)
+from dmdesk.ui.workers import failure_text
 
 K = 5
 TEXT_CHARS = 160
@@ -124,11 +121,8 @@ class SearchCard(QGroupBox):
     async def _search(self, ctx: ServiceContext, text: str) -> None:
         try:
             result = await aio.in_thread(retrieval.compare, ctx, text, K)
-        except DmdeskError as exc:
-            self._show_failure(exc.message)
         except Exception as exc:
-            log.exception("search failed")
-            self._show_failure(f"Unexpected error: {type(exc).__name__}: {exc}")
+            self._show_failure(failure_text(exc, "search"))
         else:
             self._show(result)
         finally:

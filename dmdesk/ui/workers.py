@@ -31,6 +31,16 @@ from dmdesk.ui.workflow_panel import user_message
 
 log = logging.getLogger(__name__)
 
+
+def failure_text(exc: Exception, what: str) -> str:
+    """What the window says of a background call that raised: a dmdesk error's own message;
+    anything else is a bug, logged with its traceback (as "<what> failed") and named."""
+    if isinstance(exc, DmdeskError):
+        return exc.message
+    log.error("%s failed", what, exc_info=exc)
+    return f"Unexpected error: {type(exc).__name__}: {exc}"
+
+
 PROGRESS_INTERVAL_S = 0.1  # ≤ 10 progress signals a second
 
 _heap_settled = False
@@ -209,8 +219,7 @@ class JobWorker(QObject):
         except DmdeskError as exc:
             self.failed.emit(user_message(exc))
         except Exception as exc:
-            log.exception("worker failed")
-            self.failed.emit(f"Unexpected error: {type(exc).__name__}: {exc}")
+            self.failed.emit(failure_text(exc, "worker"))
         finally:
             self.finished.emit()
 
@@ -230,11 +239,8 @@ class TaskWorker(QObject):
     def run(self) -> None:
         try:
             self.done.emit(self._fn())
-        except DmdeskError as exc:
-            self.failed.emit(exc.message)
         except Exception as exc:
-            log.exception("task failed")
-            self.failed.emit(f"Unexpected error: {type(exc).__name__}: {exc}")
+            self.failed.emit(failure_text(exc, "task"))
         finally:
             self.finished.emit()
 
