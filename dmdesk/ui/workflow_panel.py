@@ -99,7 +99,6 @@ class WorkflowPanel(QGroupBox):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Training Workflow", parent)
         self.setObjectName("workflowCard")
-        self._run: RunView | None = None
         self._ended: tuple[int, RunStatus] | None = None  # what the last job's line describes
         # While the demo's store is built behind the open window: why Generate waits (and
         # whether that is a failure the admin must act on).
@@ -180,7 +179,6 @@ class WorkflowPanel(QGroupBox):
         oldest unfinished one), each time they change — never left from an earlier moment. The
         running job's own progress line is the job's while it runs; the line a finished job
         left stays only while its run is still in the state it describes."""
-        self._run = blocking
         self._state = (blocking, job_running, runs)
         if not job_running and self._ended is not None and runs is not None:
             now = next((r for r in runs if r.id == self._ended[0]), None)
@@ -245,7 +243,12 @@ class WorkflowPanel(QGroupBox):
             if total
             else "Preparing the demo knowledge base…"
         )
-        self.set_state(*self._state[:1], job_running=self._state[1], runs=self._state[2])
+        self._restate()
+
+    def _restate(self) -> None:
+        """The card again from the runs it last showed (the preparing state changed)."""
+        blocking, job_running, runs = self._state
+        self.set_state(blocking, job_running=job_running, runs=runs)
 
     def end_preparing(self, error: str = "") -> None:
         """The build ended: Generate follows the runs again, or says what failed and what to do."""
@@ -259,7 +262,7 @@ class WorkflowPanel(QGroupBox):
             else None
         )
         self.progress_box.hide()
-        self.set_state(*self._state[:1], job_running=self._state[1], runs=self._state[2])
+        self._restate()
 
     def show_estimate(self, text: str) -> None:
         """The estimate of a new run ("" hides it); shown while Generate can start one."""
@@ -351,10 +354,10 @@ class WorkflowPanel(QGroupBox):
 
     @Slot()
     def _on_review_clicked(self) -> None:
-        if self._run is not None:
-            self.review_requested.emit(self._run.id)
+        if (run := self._state[0]) is not None:
+            self.review_requested.emit(run.id)
 
     @Slot()
     def _on_train_clicked(self) -> None:
-        if self._run is not None:
-            self.train_requested.emit(self._run.id)
+        if (run := self._state[0]) is not None:
+            self.train_requested.emit(run.id)
