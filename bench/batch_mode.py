@@ -18,6 +18,7 @@ import urllib.request
 from _common import ServerProcess, context, line, store_of
 
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.runs import TrainingRunService
 
 
@@ -40,7 +41,7 @@ def main() -> int:
         runs = TrainingRunService(ctx)
         cpu0 = time.process_time()
         run = runs.start_generation()
-        final = runs.run_job(run.id)
+        final = run_job(runs.ctx, run.id)
         ended = time.time()
         cpu = time.process_time() - cpu0
         ctx.dispose()

@@ -40,6 +40,7 @@ from dmdesk.demo import ensure_demo
 from dmdesk.services.context import build_context
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.ui.main_window import MainWindow
+from dmdesk.jobs.runner import run_job
 if keep_model:
     from dmdesk.llm.local_generator import LocalGenerator
     async def keep(self):
@@ -55,7 +56,7 @@ for _ in range(20):
 opened = rss_mb()
 t0 = time.perf_counter()
 runs = TrainingRunService(ctx)
-run = runs.run_job(runs.start_generation().id)
+run = run_job(runs.ctx, runs.start_generation().id)
 seconds = time.perf_counter() - t0
 for _ in range(20):
     app.processEvents(); time.sleep(0.05)

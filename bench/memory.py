@@ -20,9 +20,10 @@ import sys, resource
 sys.path.insert(0, "bench")
 from _common import context, store_of
 from dmdesk.services.runs import TrainingRunService
+from dmdesk.jobs.runner import run_job
 ctx = context(store_of(int(sys.argv[1])), sys.argv[2], generation_concurrency=32)
 runs = TrainingRunService(ctx)
-final = runs.run_job(runs.start_generation().id)
+final = run_job(runs.ctx, runs.start_generation().id)
 assert final.processed_chunks == int(sys.argv[1]), final.error_message
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

@@ -21,6 +21,7 @@ import time
 
 from _common import ServerProcess, context, line, store_of
 
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.runs import TrainingRunService
 
 
@@ -35,7 +36,7 @@ def one(
     runs = TrainingRunService(ctx)
     done: list[tuple[float, int]] = []
     run = runs.start_generation()
-    final = runs.run_job(run.id, lambda u: done.append((time.perf_counter(), u.processed)))
+    final = run_job(runs.ctx, run.id, lambda u: done.append((time.perf_counter(), u.processed)))
     ctx.dispose()
     stats = srv.stats()
     assert final.processed_chunks == chunks, final.error_message

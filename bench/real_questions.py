@@ -46,6 +46,8 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+from dmdesk.jobs.runner import run_job
+
 FAQ = Path("/usr/share/doc/debian/FAQ/debian-faq.en.txt.gz")
 PYTHON_FAQ = Path("/usr/share/doc/python3-doc/html/faq")
 CHUNK_CHARS = 900
@@ -293,7 +295,7 @@ def main() -> int:
             last[0] = time.perf_counter()
             print(f"  generation {u.processed}/{u.total} {u.message}", flush=True)
 
-    run = runs.run_job(runs.start_generation().id, progress)
+    run = run_job(runs.ctx, runs.start_generation().id, progress)
     print(f"generated {run.pair_count} pairs in {time.perf_counter() - t0:.0f} s", flush=True)
     counts = runs.review_counts(run.id)
     approved = runs.approve_all(run.id)
@@ -307,7 +309,7 @@ def main() -> int:
         saved = retrieval.evaluate(ctx, *halves["evaluation set (even)"], [1], save_as="even")
         print(f"evaluation set: {saved['saved']}", flush=True)
     runs.start_training(run.id)
-    run = runs.run_job(run.id)
+    run = run_job(runs.ctx, run.id)
     decision = (run.metrics or {}).get("activation", {})
     print(f"training: {run.status.value}; {decision.get('reason')}", flush=True)
     print(f"judged on {decision.get('judged_on', 'synthetic questions')}", flush=True)

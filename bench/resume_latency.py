@@ -16,6 +16,8 @@ from sqlalchemy import insert, update
 
 from dmdesk.db.models import TrainingPair, TrainingRun, utcnow
 from dmdesk.domain.models import ProgressUpdate
+from dmdesk.domain.snapshot import RunSnapshot
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.vectorstore.service import VectorStoreService
 
@@ -45,7 +47,7 @@ def one(srv: ServerProcess, chunks: int, done: int, hint: int | None) -> tuple[f
         # job records it as it ends (= done here); a running one every 2 s, so a kill -9 leaves
         # one up to 2 s of work behind; None: no hint at all (a session killed within its first
         # 2 s, a ZIP-004 run), every id below the first chunk to do is read.
-        settings = dict(run.settings or {}) | ({"resume_row": hint} if hint is not None else {})
+        settings = (run.settings or RunSnapshot()).model_copy(update={"resume_row": hint})
         c.execute(
             update(TrainingRun).values(
                 status="generating_failed",
@@ -68,7 +70,7 @@ def one(srv: ServerProcess, chunks: int, done: int, hint: int | None) -> tuple[f
 
     t0 = time.time()
     runs.proceed(run.id)
-    runs.run_job(run.id, progress, cancel)
+    run_job(runs.ctx, run.id, progress, cancel)
     latency = srv.stats()["first_request_at"] - t0
     ctx.dispose()
     return latency, f"{first[0].processed}/{first[0].total}"

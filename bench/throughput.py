@@ -18,6 +18,7 @@ import time
 
 from _common import ServerProcess, context, line, median_of, store_of
 
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.runs import TrainingRunService
 
 
@@ -26,7 +27,7 @@ def rate(srv: ServerProcess, chunks: int, concurrency: int) -> float:
     runs = TrainingRunService(ctx)
     run = runs.start_generation()
     t0 = time.perf_counter()
-    final = runs.run_job(run.id)
+    final = run_job(runs.ctx, run.id)
     elapsed = time.perf_counter() - t0
     assert final.processed_chunks == chunks, final.error_message
     ctx.dispose()
@@ -38,7 +39,7 @@ def cpu_per_chunk(srv: ServerProcess, chunks: int) -> float:
     runs = TrainingRunService(ctx)
     run = runs.start_generation()
     c0 = time.process_time()
-    final = runs.run_job(run.id)
+    final = run_job(runs.ctx, run.id)
     cpu = time.process_time() - c0
     assert final.processed_chunks == chunks
     ctx.dispose()

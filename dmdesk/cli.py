@@ -41,7 +41,9 @@ from dmdesk.domain.errors import (
     InvalidSettings,
 )
 from dmdesk.domain.models import ProgressUpdate, RunView
+from dmdesk.domain.snapshot import open_batches
 from dmdesk.domain.status import ACTIVE, FAILED, RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.secrets import RedactingFormatter, redact
 
 
@@ -284,17 +286,17 @@ def _print_run(run: RunView) -> None:
         f"  created    {run.created_at:%Y-%m-%d %H:%M:%S} UTC, updated "
         f"{run.updated_at:%Y-%m-%d %H:%M:%S} UTC"
     )
-    selection = (run.settings or {}).get("selection") or {}
-    if selection.get("limited_by"):
+    selection = run.settings.selection if run.settings else None
+    if selection is not None and selection.limited_by:
         print(
-            f"  selection  the first {selection['rows']} of {selection['store_rows']} chunks "
-            f"(limited by {selection['limited_by']})"
+            f"  selection  the first {selection.rows} of {selection.store_rows} chunks "
+            f"(limited by {selection.limited_by})"
         )
     if run.usage_text:
         print(f"  LLM usage  {run.usage_text}")
-    batches = (run.settings or {}).get("batches") or []
+    batches = run.settings.batches if run.settings else ()
     if batches:
-        waiting = sum(1 for b in batches if b.get("state") == "open")
+        waiting = len(open_batches(run.settings))
         print(f"  batches    {len(batches)} sent to the Batch API, {waiting} not collected yet")
     if run.deeplake_job_id:
         print(f"  job id     {run.deeplake_job_id}")
@@ -479,7 +481,7 @@ def _wait(ctx: Any, run: RunView, as_json: bool) -> int:
 
     def work() -> None:
         try:
-            box["run"] = runs.run_job(run.id, bar, cancel)
+            box["run"] = run_job(runs.ctx, run.id, bar, cancel)
         except BaseException as exc:
             box["error"] = exc
 
@@ -546,14 +548,13 @@ def _job(ctx: Any, args: argparse.Namespace) -> int:
     import logging
 
     from dmdesk.app import LOG_FORMAT  # late
-    from dmdesk.services.runs import TrainingRunService  # late
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(LOG_FORMAT))
     logging.getLogger().addHandler(handler)
     ctx.owner = args.owner
     try:
-        final = TrainingRunService(ctx).run_job(args.run_id)
+        final = run_job(ctx, args.run_id)
     finally:
         ctx.dispose()
     print(f"run #{final.id}: {final.status.value}", flush=True)

@@ -148,10 +148,10 @@ class DmdeskConfig(BaseSettings):
     # How long the LLM may refuse every request (429) before a run fails (dmdesk.llm.pacing).
     llm_rate_limit_patience_s: float = Field(default=600.0, gt=0, le=86_400)
     # The most a generation run may spend on the LLM, in USD, over all its sessions
-    # (dmdesk.services.generation); None: no limit. Needs a known price (dmdesk.llm.pricing).
+    # (dmdesk.jobs.generation); None: no limit. Needs a known price (dmdesk.llm.pricing).
     budget_usd: float | None = Field(default=None, gt=0)
     # "online": chat completions as the run goes; "batch": OpenAI's Batch API (about half the
-    # price, results within 24 h; dmdesk.services.batch).
+    # price, results within 24 h; dmdesk.jobs.batch).
     llm_mode: Literal["online", "batch"] = "online"
     # Batch mode: how often open batches are polled; the most requests one batch holds (the
     # API allows 50,000 and 200 MB a file).

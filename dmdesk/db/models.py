@@ -9,6 +9,7 @@ reused (SQLite AUTOINCREMENT; PostgreSQL's sequence).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from dmdesk.domain.snapshot import RunSnapshot
 from dmdesk.domain.status import ALL_STATUSES
 
 # Named constraints, so batch migrations on SQLite can find them again (Airflow's habit).
@@ -75,6 +77,27 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class SnapshotJSON(TypeDecorator[RunSnapshot]):
+    """A run's settings snapshot (:class:`dmdesk.domain.snapshot.RunSnapshot`) as JSON: the one
+    place a snapshot becomes a record and back. A mapping is accepted too (a legacy row's
+    shape, written by tests and benchmarks that fake old runs) and read as a snapshot."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: RunSnapshot | Mapping[str, Any] | None, dialect: Any
+    ) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if not isinstance(value, RunSnapshot):
+            value = RunSnapshot.from_record(value)
+        return value.to_record() if value is not None else None
+
+    def process_result_value(self, value: Any, dialect: Any) -> RunSnapshot | None:
+        return RunSnapshot.from_record(value)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -90,7 +113,7 @@ class TrainingRun(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     deeplake_job_id: Mapped[str | None] = mapped_column(String(128))
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    settings: Mapped[RunSnapshot | None] = mapped_column(SnapshotJSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dmdesk.deepmemory.evalset import EvaluationSet
+from dmdesk.domain.snapshot import RunSnapshot
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class TrainingRequest:
     # deeplake's `relevance`: for each query, [(chunk_id, 1)] (deeplake documents integer 0/1).
     relevance: list[list[tuple[str, int]]]
     vector_store_path: str | None
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: RunSnapshot = field(default_factory=RunSnapshot)
     # The job a previous attempt of this run submitted (Proceed asks what became of it).
     previous_job_id: str | None = None
     # The store's evaluation set (real questions), measured before and after by the local

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 
 from dmdesk.domain.errors import STOPPED_BY_ADMIN
+from dmdesk.domain.snapshot import RunSnapshot
 from dmdesk.domain.status import FAILED, RunStatus, progress_text
 
 
@@ -34,7 +35,7 @@ class RunView(BaseModel):
     error_message: str | None
     deeplake_job_id: str | None
     metrics: dict[str, Any] | None
-    settings: dict[str, Any] | None
+    settings: RunSnapshot | None
     created_at: datetime
     updated_at: datetime
     heartbeat_at: datetime | None
@@ -45,6 +46,16 @@ class RunView(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = None
+
+    @field_serializer("settings")
+    def _settings_record(self, snapshot: RunSnapshot | None) -> dict[str, Any] | None:
+        """JSON (`dmdesk runs --json`) shows the snapshot as it is recorded: its values only."""
+        return snapshot.to_record() if snapshot is not None else None
+
+    @property
+    def store_path(self) -> str | None:
+        """The vector store the run was made from (its snapshot's)."""
+        return self.settings.vector_store_path if self.settings else None
 
     @property
     def usage_text(self) -> str | None:

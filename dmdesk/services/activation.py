@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def apply_guard(ctx: ServiceContext, run: RunView) -> bool:
     """Activate a just-completed run's model if its verdict says so; True if it did."""
-    store = (run.settings or {}).get("vector_store_path") or ""
+    store = run.store_path or ""
     decision = (run.metrics or {}).get("activation") or {}
     log.info("run %s: model %s", run.id, decision.get("reason", "not judged"))
     if run.status is RunStatus.COMPLETED and decision.get("activated") and store:
@@ -42,7 +42,7 @@ def active_run_id(ctx: ServiceContext, store: str | None = None) -> int | None:
 
 def activate(ctx: ServiceContext, run: RunView) -> None:
     """The admin's choice: use this completed run's model for its store."""
-    store = (run.settings or {}).get("vector_store_path") or ""
+    store = run.store_path or ""
     if run.status is not RunStatus.COMPLETED:
         raise RuleViolation(f"Run #{run.id} is not completed: it has no model to use.")
     backend = (run.metrics or {}).get("backend")

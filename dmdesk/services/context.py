@@ -23,6 +23,7 @@ from dmdesk.db.session import make_engine, make_session_factory
 from dmdesk.deepmemory.backends import make_backend
 from dmdesk.deepmemory.base import TrainingBackend
 from dmdesk.domain.errors import DatabaseError
+from dmdesk.domain.snapshot import RunSnapshot
 from dmdesk.llm.base import QuestionGenerator
 from dmdesk.llm.local_generator import LocalGenerator
 from dmdesk.vectorstore.service import VectorStoreService, open_store
@@ -37,22 +38,21 @@ def default_vector_store_factory(path: str | None) -> VectorStoreService:
     return open_store(path)
 
 
-def default_generator_factory(snapshot: dict[str, Any], config: DmdeskConfig) -> QuestionGenerator:
+def default_generator_factory(snapshot: RunSnapshot, config: DmdeskConfig) -> QuestionGenerator:
     """The OpenAI-compatible generator when a key or a base URL is configured; else the local
     model (offline)."""
     # late: the openai SDK costs ~0.5 s of import; the local writer's runs never need it
     from dmdesk.llm.openai_generator import OpenAIGenerator
 
-    base_url = snapshot.get("llm_base_url", config.llm_base_url)
-    if not base_url and not secrets.get_secret(secrets.OPENAI_API_KEY):
+    if not snapshot.llm_base_url and not secrets.get_secret(secrets.OPENAI_API_KEY):
         return LocalGenerator()
     return OpenAIGenerator(
-        model=snapshot.get("llm_model") or config.llm_model,
-        base_url=snapshot.get("llm_base_url", config.llm_base_url),
+        model=snapshot.need(snapshot.llm_model, "LLM model"),
+        base_url=snapshot.llm_base_url,
         api_key=secrets.get_secret(secrets.OPENAI_API_KEY),
         max_retries=config.llm_max_retries,
         timeout_s=config.llm_timeout_s,
-        concurrency=int(snapshot.get("generation_concurrency") or config.generation_concurrency),
+        concurrency=snapshot.need(snapshot.generation_concurrency, "generation concurrency"),
         rate_limit_patience_s=config.llm_rate_limit_patience_s,
     )
 
@@ -63,7 +63,7 @@ class ServiceContext:
     engine: Engine
     sessions: sessionmaker[Session]
     vector_store_factory: Callable[[str | None], VectorStoreService] = default_vector_store_factory
-    generator_factory: Callable[[dict[str, Any], DmdeskConfig], QuestionGenerator] = (
+    generator_factory: Callable[[RunSnapshot, DmdeskConfig], QuestionGenerator] = (
         default_generator_factory
     )
     backend_factory: Callable[[str, DmdeskConfig], TrainingBackend] = make_backend

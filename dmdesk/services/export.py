@@ -115,7 +115,7 @@ def export_pairs(ctx: ServiceContext, run_id: int, dest: Path, fmt: str) -> int:
             w.writerow(["query-id", "corpus-id", "score"])
             for pid, _, cid in pairs:
                 w.writerow([f"q{pid}", cid, 1])
-        store = ctx.vector_store_factory((run.settings or {}).get("vector_store_path"))
+        store = ctx.vector_store_factory(run.store_path)
         try:
             n = store.row_count()
             ids = store.read_ids(n)

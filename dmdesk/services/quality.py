@@ -183,7 +183,7 @@ def assess_run(
     say = progress or (lambda _m: None)
     with session_scope(ctx.sessions) as s:
         run = s.get(TrainingRun, run_id)
-        store_path = ((run.settings if run else None) or {}).get("vector_store_path")
+        store_path = run.settings.vector_store_path if run and run.settings else None
         rows = s.execute(
             select(TrainingPair.id, TrainingPair.chunk_id, TrainingPair.question)
             .where(TrainingPair.training_run_id == run_id)

@@ -14,6 +14,7 @@ from dmdesk.db.session import session_scope
 from dmdesk.deepmemory import adapters
 from dmdesk.domain.errors import RunNotFound
 from dmdesk.domain.models import RunView
+from dmdesk.domain.snapshot import RunSnapshot
 from dmdesk.domain.status import RunStatus
 from dmdesk.llm.pricing import cost_usd
 from dmdesk.services.context import ServiceContext
@@ -46,10 +47,12 @@ def to_view(
 def _cost(run: TrainingRun) -> float | None:
     if not (run.prompt_tokens or run.completion_tokens):
         return None
-    settings = run.settings or {}
-    batch = settings.get("llm_mode") == "batch"
+    snapshot = run.settings or RunSnapshot()
     return cost_usd(
-        settings.get("llm_model"), run.prompt_tokens or 0, run.completion_tokens or 0, batch=batch
+        snapshot.llm_model,
+        run.prompt_tokens or 0,
+        run.completion_tokens or 0,
+        batch=snapshot.llm_mode == "batch",
     )
 
 

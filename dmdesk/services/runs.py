@@ -4,7 +4,7 @@
   oldest unfinished run and runs in the insert's transaction under the database's write lock;
   the `one_active_run` index (one working run at a time) backs it up between processes.
 * FR-3/FR-4: `proceed` moves a failed run back to its active status and clears the error; the
-  caller then runs the job for that phase (`run_job`).
+  caller then runs the job for that phase (`dmdesk.jobs.runner.run_job`).
 * FR-5: `remove` deletes a failed run; ON DELETE CASCADE removes its pairs.
 * Stale runs (a process that died) become failed at start-up and before any new generation.
 
@@ -15,7 +15,6 @@ Every state change goes through `dmdesk.services.transitions.write_run`, a condi
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -32,7 +31,8 @@ from dmdesk.domain.errors import (
     RuleViolation,
     RunNotFound,
 )
-from dmdesk.domain.models import PairView, ProgressCallback, RunView
+from dmdesk.domain.models import PairView, RunView
+from dmdesk.domain.snapshot import RunSnapshot, Selection
 from dmdesk.domain.status import (
     ACTIVE,
     FAILED,
@@ -41,14 +41,10 @@ from dmdesk.domain.status import (
     RunStatus,
     check_transition,
 )
-from dmdesk.embeddings import release_local_model
 from dmdesk.llm.pricing import budget_unpriced, cost_usd
 from dmdesk.services import queries
-from dmdesk.services.batch import open_batches
 from dmdesk.services.context import ServiceContext
-from dmdesk.services.generation import GenerationJob
 from dmdesk.services.settings import availability, uses_local_generator
-from dmdesk.services.training import TrainingJob
 from dmdesk.services.transitions import insert_run, lock_runs, write_run
 from dmdesk.vectorstore.service import count_chunks
 
@@ -124,7 +120,7 @@ class TrainingRunService:
         follows that job instead of re-submitting — and returned with status `training`; the
         caller must run its job (`dmdesk.app.start` hands it to a detached worker). A batch-mode
         generation with open LLM batches is re-attached the same way (status `generating`):
-        its job waits for the batches it recorded (dmdesk.services.batch). Every other
+        its job waits for the batches it recorded (dmdesk.jobs.batch). Every other
         stale run becomes generating_failed / training_failed with an "interrupted" message.
 
         Each update is conditional on the heartbeat it read, so a run whose owner beats in the
@@ -152,18 +148,18 @@ class TrainingRunService:
                 if beat is None
                 else TrainingRun.heartbeat_at == beat
             )
-            settings = dict(settings or {})
+            snapshot = settings or RunSnapshot()
             values: dict[str, Any] = {"owner": None, "updated_at": now}
             to: RunStatus | None
             if (
                 status == RunStatus.TRAINING
                 and job_id
-                and settings.get("deep_memory_backend") == "deeplake"
-            ) or (status == RunStatus.GENERATING and open_batches(settings)):
+                and snapshot.deep_memory_backend == "deeplake"
+            ) or (status == RunStatus.GENERATING and snapshot.open_batches):
                 to = None  # still working remotely (a job, batches): this process takes it over
                 values |= {"owner": self.ctx.owner, "heartbeat_at": now}
                 if status == RunStatus.TRAINING:
-                    values["settings"] = settings | {"attach_job_id": job_id}
+                    values["settings"] = snapshot.model_copy(update={"attach_job_id": job_id})
             else:
                 when = beat.strftime("%Y-%m-%d %H:%M:%S UTC") if beat else "an unknown time"
                 phase = "Generation" if status == RunStatus.GENERATING else "Training"
@@ -209,29 +205,19 @@ class TrainingRunService:
             rows = store.row_count()
             if rows == 0:
                 raise InvalidSettings(f"The vector store {cfg.vector_store_path} has no chunks.")
-            selection: dict[str, Any] = {"rows": rows}
+            store_rows: int | None = None
             if cfg.chunk_limit is not None and cfg.chunk_limit < rows:
                 # A limited run says so: "40 of 1,234 chunks (chunk_limit)".
-                selection = {
-                    "rows": cfg.chunk_limit,
-                    "store_rows": rows,
-                    "limited_by": "chunk_limit",
-                }
-                rows = cfg.chunk_limit
-            selection["chunks"] = count_chunks(store, rows)
+                store_rows, rows = rows, cfg.chunk_limit
+            selection = Selection(
+                rows=rows,
+                chunks=count_chunks(store, rows),
+                store_rows=store_rows,
+                limited_by="chunk_limit" if store_rows is not None else None,
+            )
         finally:
             store.close()
-        snapshot = {
-            "vector_store_path": cfg.vector_store_path,
-            "selection": selection,
-            "questions_per_chunk": cfg.questions_per_chunk,
-            "llm_model": cfg.llm_model,
-            "llm_base_url": cfg.llm_base_url,
-            "generation_concurrency": cfg.generation_concurrency,
-            "llm_mode": cfg.llm_mode,
-            "deep_memory_backend": cfg.deep_memory_backend,
-            "embedding": cfg.embedding,
-        }
+        snapshot = RunSnapshot.start(cfg, selection)
         now = self.ctx.clock()
         try:
             with session_scope(self.ctx.sessions) as s:
@@ -317,34 +303,24 @@ class TrainingRunService:
             )
         run = s.get(TrainingRun, run_id)
         assert run is not None
-        snapshot = self._completed_snapshot(dict(run.settings or {}))
-        snapshot.pop("attach_job_id", None)  # Proceed re-submits; it does not re-attach
+        # A run from a ZIP-004 database may have no snapshot: what it lacks is taken from the
+        # current settings (the chunk selection from the store as it is now), and recorded.
+        snapshot = (run.settings or RunSnapshot()).completed(self.ctx.config, self._select_all)
+        # Proceed re-submits; it does not re-attach.
+        snapshot = snapshot.model_copy(update={"attach_job_id": None})
         if new is RunStatus.GENERATING:
-            cfg = self.ctx.config
-            _check_budget(cfg)
-            snapshot.update(
-                llm_model=cfg.llm_model,
-                llm_base_url=cfg.llm_base_url,
-                generation_concurrency=cfg.generation_concurrency,
-                llm_mode=cfg.llm_mode,
-            )
+            _check_budget(self.ctx.config)
+            snapshot = snapshot.reconnected(self.ctx.config)
         return self._claim(s, run_id, old, new, settings=snapshot)
 
-    def _completed_snapshot(self, snapshot: dict[str, Any]) -> dict[str, Any]:
-        """A run from a ZIP-004 database may have no settings snapshot: what it lacks is taken
-        from the current settings (and the chunk selection from the store as it is now), and
-        recorded, so its next Proceed works on the same set."""
-        cfg = self.ctx.config
-        for key in ("vector_store_path", "questions_per_chunk", "deep_memory_backend", "embedding"):
-            snapshot.setdefault(key, getattr(cfg, key))
-        if "selection" not in snapshot:
-            store = self.ctx.vector_store_factory(snapshot["vector_store_path"])
-            try:
-                rows = store.row_count()
-                snapshot["selection"] = {"rows": rows, "chunks": count_chunks(store, rows)}
-            finally:
-                store.close()
-        return snapshot
+    def _select_all(self, path: str | None) -> Selection:
+        """Every chunk of the store as it is now (a legacy run's selection)."""
+        store = self.ctx.vector_store_factory(path)
+        try:
+            rows = store.row_count()
+            return Selection(rows=rows, chunks=count_chunks(store, rows))
+        finally:
+            store.close()
 
     def _claim(
         self, s: Session, run_id: int, old: RunStatus, new: RunStatus, **values: Any
@@ -433,11 +409,11 @@ class TrainingRunService:
         """The texts of some chunks of a run (for review), read from the run's store in one
         batch."""
         run = self.get_run(run_id)
-        snapshot = run.settings or {}
+        snapshot = run.settings or RunSnapshot()
         wanted = set(chunk_ids)
-        store = self.ctx.vector_store_factory(snapshot.get("vector_store_path"))
+        store = self.ctx.vector_store_factory(snapshot.vector_store_path)
         try:
-            stop = int(snapshot.get("selection", {}).get("rows") or store.row_count())
+            stop = snapshot.selection.rows if snapshot.selection else store.row_count()
             ids = store.read_ids(min(stop, store.row_count()))
             rows = [i for i, cid in enumerate(ids) if cid in wanted]
             return dict(zip((ids[r] for r in rows), store.read_texts(rows), strict=True))
@@ -537,37 +513,3 @@ class TrainingRunService:
                     f"Run #{run_id} has no approved pair: review its pairs and approve some first."
                 )
             return self._claim(s, run_id, RunStatus.GENERATED, RunStatus.TRAINING)
-
-    # -- jobs ----------------------------------------------------------------------------------
-
-    def run_job(
-        self,
-        run_id: int,
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-        handover: threading.Event | None = None,
-    ) -> RunView:
-        """Run the job of the run's active phase in this thread, until it ends; returns the run.
-
-        The run must be owned by this context (it was just started or proceeded here). `cancel`
-        stops the job, leaving the run failed and resumable; with `handover` set too, the job
-        stops without touching the run, for another process with the same owner token to go
-        on with it (`dmdesk.app.spawn_job_worker`)."""
-        view = self.get_run(run_id)
-        job: Any
-        if view.status is RunStatus.GENERATING:
-            job = GenerationJob(self.ctx, run_id, progress, cancel)
-        elif view.status is RunStatus.TRAINING:
-            job = TrainingJob(self.ctx, run_id, progress, cancel)
-        else:
-            raise RuleViolation(f"Run #{run_id} is {view.status.value}; there is no job to run.")
-        if handover is not None:
-            job.handover = handover
-        try:
-            result: RunView = job.run()
-        finally:
-            # The models the job loaded leave the process with it (the window lives all day:
-            # 1.6 GB resident after the demo's generation before this, issue 26); the next job
-            # or search reloads them in about a second.
-            release_local_model()
-        return result

@@ -14,7 +14,7 @@ processes events (a `qtbot.waitUntil`, a `QEventLoop.exec`), exactly as in the a
 the thread has no running loop until the next coroutine starts.
 
 A running loop in the GUI thread forbids `run_until_complete` on that thread; the services'
-own loops (`dmdesk.services.generation.run_on_own_loop`) therefore move to a thread of their own
+own loops (`dmdesk.jobs.generation.run_on_own_loop`) therefore move to a thread of their own
 when they are called from it — the GUI never does that, tests that set data up do.
 """
 

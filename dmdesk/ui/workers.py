@@ -25,6 +25,7 @@ from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from dmdesk.domain.errors import DmdeskError
 from dmdesk.domain.models import ProgressUpdate, RunView
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.ui.workflow_panel import user_message
@@ -124,8 +125,8 @@ def settle_heap() -> None:
     if _heap_settled:
         return
     # late, on purpose: this is the import of a job's modules, done once in a worker thread
+    from dmdesk.jobs import generation, training  # noqa: F401
     from dmdesk.llm import openai_generator  # noqa: F401
-    from dmdesk.services import generation, training  # noqa: F401
     from dmdesk.vectorstore._deeplake import import_deeplake
 
     import_deeplake()
@@ -210,7 +211,7 @@ class JobWorker(QObject):
             runs = TrainingRunService(self._ctx)
             run = self._prepare(runs)
             self.run_started.emit(run)
-            final = runs.run_job(run.id, self._on_progress, self._cancel, self._handover)
+            final = run_job(runs.ctx, run.id, self._on_progress, self._cancel, self._handover)
             with self._held_lock:
                 u, self._pending = self._pending, None
             if u is not None:

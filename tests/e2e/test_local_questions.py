@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from dmdesk.jobs.runner import run_job
 from dmdesk.llm import local_generator
 from dmdesk.llm.local_generator import _INTERROGATIVE, LocalGenerator, is_generic
 
@@ -88,7 +89,7 @@ def test_the_local_models_loading_is_said_before_the_first_chunk(
     ctx = dmdesk_context(vector_store_path=dmdesk_store(chunk_texts(2)), llm_base_url=None)
     runs = TrainingRunService(ctx)
     updates: list[ProgressUpdate] = []
-    run = runs.run_job(runs.start_generation().id, updates.append)
+    run = run_job(runs.ctx, runs.start_generation().id, updates.append)
     assert run.status.value == "generated"
     loading = [i for i, u in enumerate(updates) if "local question model" in u.message]
     assert loading, [u.message for u in updates]

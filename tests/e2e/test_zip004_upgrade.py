@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from dmdesk.db import migrate
 from dmdesk.domain.errors import GenerationBlocked
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.cli import dmdesk_env, run_dmdesk
 from dmdesk.testing.llm_server import FakeLLMServer
@@ -73,8 +74,8 @@ def test_a_zip004_database_upgrades_and_its_runs_are_resolved_one_by_one(
         (3, RunStatus.TRAINING_FAILED, 8),
     ]
     for expected_blocker, resolve in (
-        (1, lambda: runs.run_job(runs.proceed(1).id)),
-        (2, lambda: runs.run_job(runs.proceed(2).id)),
+        (1, lambda: run_job(runs.ctx, runs.proceed(1).id)),
+        (2, lambda: run_job(runs.ctx, runs.proceed(2).id)),
         (2, lambda: runs.remove(2)),  # generated, unreviewed: no approved pair → deletable
         (3, lambda: runs.remove(3)),
     ):

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from dmdesk.domain.models import ProgressUpdate
+from dmdesk.domain.snapshot import open_batches
 from dmdesk.domain.status import RunStatus
-from dmdesk.services.batch import open_batches
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.cli import dmdesk_env, run_dmdesk
 from dmdesk.testing.llm_server import FakeLLMServer
@@ -47,7 +48,7 @@ def test_batch_mode_end_to_end_with_failed_lines_retried(
     ctx = dmdesk_context(vector_store_path=dmdesk_store(chunk_texts(50)), **BATCH)
     runs = TrainingRunService(ctx)
     updates: list[ProgressUpdate] = []
-    run = runs.run_job(runs.start_generation().id, updates.append)
+    run = run_job(runs.ctx, runs.start_generation().id, updates.append)
 
     assert run.status is RunStatus.GENERATED, run.error_message
     assert chunk_pair_counts(ctx, run.id) == dict.fromkeys(chunk_ids(50), 1)
@@ -80,7 +81,7 @@ def test_stop_cancels_the_open_batches_and_proceed_finishes_exactly_once(
             cancel.set()
 
     started = time.monotonic()
-    stopped = runs.run_job(runs.start_generation().id, stop_while_waiting, cancel)
+    stopped = run_job(runs.ctx, runs.start_generation().id, stop_while_waiting, cancel)
     assert time.monotonic() - started < 4.0  # did not wait for the batches to end
     assert stopped.status is RunStatus.GENERATING_FAILED
     assert "Stopped by the administrator" in (stopped.error_message or "")
@@ -93,7 +94,7 @@ def test_stop_cancels_the_open_batches_and_proceed_finishes_exactly_once(
     assert "3 sent to the Batch API, 3 not collected yet" in capsys.readouterr().out
 
     dmdesk_llm_server.configure(batch_delay_s=0.0)
-    done = runs.run_job(runs.proceed(stopped.id).id)
+    done = run_job(runs.ctx, runs.proceed(stopped.id).id)
     assert done.status is RunStatus.GENERATED, done.error_message
     assert chunk_pair_counts(ctx, done.id) == dict.fromkeys(chunk_ids(50), 1)
     assert answered_once(dmdesk_llm_server, 50)
@@ -167,12 +168,12 @@ def test_a_batch_created_but_never_recorded_is_found_by_its_file_not_created_aga
     monkeypatch.setattr(BatchClient, "create", create_then_die)
     ctx = dmdesk_context(vector_store_path=dmdesk_store(chunk_texts(10)), **BATCH)
     runs = TrainingRunService(ctx)
-    failed = runs.run_job(runs.start_generation().id)
+    failed = run_job(runs.ctx, runs.start_generation().id)
     assert failed.status is RunStatus.GENERATING_FAILED
     [record] = open_batches(failed.settings)
     assert record["file"] and record["id"] is None
     monkeypatch.setattr(BatchClient, "create", original)
-    done = runs.run_job(runs.proceed(failed.id).id)
+    done = run_job(runs.ctx, runs.proceed(failed.id).id)
     assert done.status is RunStatus.GENERATED, done.error_message
     assert dmdesk_llm_server.stats.batches_created == 1
     assert chunk_pair_counts(ctx, done.id) == dict.fromkeys(chunk_ids(10), 1)
@@ -186,13 +187,13 @@ def test_batch_mode_submits_only_what_the_budget_allows(
     store = dmdesk_store(chunk_texts(60))
     ctx = dmdesk_context(vector_store_path=store, budget_usd=2, **BATCH)
     runs = TrainingRunService(ctx)
-    stopped = runs.run_job(runs.start_generation().id)
+    stopped = run_job(runs.ctx, runs.start_generation().id)
     assert stopped.status is RunStatus.GENERATING_FAILED
     assert "budget reached ($" in (stopped.error_message or "")
     assert 0 < stopped.processed_chunks < 60
     assert stopped.cost_usd is not None and stopped.cost_usd <= 2
     raised = TrainingRunService(dmdesk_context(vector_store_path=store, budget_usd=50, **BATCH))
-    done = raised.run_job(raised.proceed(stopped.id).id)
+    done = run_job(raised.ctx, raised.proceed(stopped.id).id)
     assert done.status is RunStatus.GENERATED, done.error_message
     assert chunk_pair_counts(ctx, done.id) == dict.fromkeys(chunk_ids(60), 1)
     assert answered_once(dmdesk_llm_server, 60)
@@ -211,12 +212,12 @@ def test_proceed_online_collects_what_the_stopped_batches_answered_then_goes_on_
         if "requests answered" in u.message and u.processed >= 20:
             cancel.set()
 
-    stopped = runs.run_job(runs.start_generation().id, stop_halfway, cancel)
+    stopped = run_job(runs.ctx, runs.start_generation().id, stop_halfway, cancel)
     assert stopped.status is RunStatus.GENERATING_FAILED
     online = TrainingRunService(
         dmdesk_context(vector_store_path=store, **(BATCH | {"llm_mode": "online"}))
     )
-    done = online.run_job(online.proceed(stopped.id).id)
+    done = run_job(online.ctx, online.proceed(stopped.id).id)
     assert done.status is RunStatus.GENERATED, done.error_message
     assert chunk_pair_counts(ctx, done.id) == dict.fromkeys(chunk_ids(50), 1)
     by_batch = set(dmdesk_llm_server.stats.batch_custom_ids)

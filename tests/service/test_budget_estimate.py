@@ -10,6 +10,7 @@ import pytest
 
 from dmdesk.domain.errors import InvalidSettings
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.llm.pricing import PRICE_ENV
 from dmdesk.services.estimate import estimate_with
 from dmdesk.services.runs import TrainingRunService
@@ -29,7 +30,7 @@ def test_the_budget_stops_a_run_cleanly_and_proceed_after_raising_it_finishes_ex
     store = dmdesk_store(chunk_texts(60))
     ctx = dmdesk_context(vector_store_path=store, budget_usd=3, generation_concurrency=4)
     runs = TrainingRunService(ctx)
-    stopped = runs.run_job(runs.start_generation().id)
+    stopped = run_job(runs.ctx, runs.start_generation().id)
 
     assert stopped.status is RunStatus.GENERATING_FAILED
     assert "budget reached ($" in (stopped.error_message or "")
@@ -41,7 +42,7 @@ def test_the_budget_stops_a_run_cleanly_and_proceed_after_raising_it_finishes_ex
     assert set(chunk_pair_counts(ctx, stopped.id).values()) == {1}
 
     raised = TrainingRunService(dmdesk_context(vector_store_path=store, budget_usd=100))
-    done = raised.run_job(raised.proceed(stopped.id).id)
+    done = run_job(raised.ctx, raised.proceed(stopped.id).id)
     assert done.status is RunStatus.GENERATED, done.error_message
     assert chunk_pair_counts(ctx, done.id) == dict.fromkeys(chunk_ids(60), 1)
     asked = Counter(dmdesk_llm_server.stats.ok_passages)
@@ -76,7 +77,7 @@ def test_the_estimate_calls_no_llm_and_is_near_what_the_run_uses(
     )
     runs = TrainingRunService(ctx)
     said: list[str] = []
-    run = runs.run_job(runs.start_generation().id, lambda u: said.append(u.message))
+    run = run_job(runs.ctx, runs.start_generation().id, lambda u: said.append(u.message))
     assert any("for the whole run" in m for m in said)  # refined from its own calls, live
     used = dmdesk_llm_server.stats
     # The test server counts 4 characters a token, as OpenAI's rule of thumb: within 15 %.

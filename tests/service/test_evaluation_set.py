@@ -17,6 +17,7 @@ import pytest
 from dmdesk.deepmemory import adapters, evalset
 from dmdesk.domain.errors import InvalidSettings
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.services import retrieval
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
@@ -48,7 +49,7 @@ def trained(
     runs = TrainingRunService(ctx)
     run_id = generated_run_with_pairs(ctx)
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.COMPLETED, run.error_message
     return ctx, run, path
 

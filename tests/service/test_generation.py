@@ -11,7 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from dmdesk.domain.models import ProgressUpdate
+from dmdesk.domain.snapshot import RunSnapshot
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.llm_server import FakeLLMServer, questions_for
@@ -29,7 +31,7 @@ class Recorder:
 
 def generate(runs: TrainingRunService, progress: Callable | None = None):
     run = runs.start_generation()
-    return runs.run_job(run.id, progress)
+    return run_job(runs.ctx, run.id, progress)
 
 
 def test_generation_completes_with_one_pair_set_per_chunk(
@@ -121,7 +123,7 @@ def test_fr3_resume_skips_processed_chunks_and_totals_the_whole_run(
     resumed = runs.proceed(first.id)
     assert resumed.status is RunStatus.GENERATING and resumed.error_message is None
     rec = Recorder()
-    final = runs.run_job(first.id, rec)
+    final = run_job(runs.ctx, first.id, rec)
 
     # The LLM was asked only for chunks without pairs (FR-3.4/3.5, SC-2).
     texts = dict(zip(chunk_ids(200), chunk_texts(200), strict=True))
@@ -142,7 +144,7 @@ def test_fr3_8_a_failed_retry_returns_to_generating_failed_with_the_new_error(
     first = generate(runs)
     llm_server.configure(fail_after=llm_server.stats.successes + 5, fail_status=403)
     runs.proceed(first.id)
-    again = runs.run_job(first.id)
+    again = run_job(runs.ctx, first.id)
     assert again.status is RunStatus.GENERATING_FAILED
     assert "403" in again.error_message and "500" not in again.error_message
     assert again.processed_chunks == 15
@@ -193,7 +195,7 @@ def test_cancel_leaves_a_resumable_failed_run(
             cancel.set()
 
     run = runs.start_generation()
-    stopped = runs.run_job(run.id, stop_at_40, cancel)
+    stopped = run_job(runs.ctx, run.id, stop_at_40, cancel)
     assert stopped.status is RunStatus.GENERATING_FAILED
     assert "Stopped by the administrator" in stopped.error_message
     assert 40 <= stopped.processed_chunks < 200
@@ -201,7 +203,7 @@ def test_cancel_leaves_a_resumable_failed_run(
 
     llm_server.configure(latency_s=0)
     runs.proceed(run.id)
-    assert runs.run_job(run.id).status is RunStatus.GENERATED
+    assert run_job(runs.ctx, run.id).status is RunStatus.GENERATED
     assert chunk_pair_counts(ctx, run.id) == dict.fromkeys(chunk_ids(200), 1)
 
 
@@ -211,7 +213,7 @@ def test_a_run_taken_over_by_another_process_is_left_alone(
     """If stale recovery failed our run and someone else proceeded it, we stop writing."""
     run = runs.start_generation()
     ctx.owner = "someone-else"  # the run's owner is the original token; we are not it anymore
-    result = runs.run_job(run.id)
+    result = run_job(runs.ctx, run.id)
     assert result.status is RunStatus.GENERATING
     assert pair_count(ctx, run.id) == 0
     assert llm_server.stats.requests == 0
@@ -247,7 +249,7 @@ def test_a_job_in_a_worker_thread_leaks_no_event_loop(
         return len(os.listdir("/proc/self/fd"))
 
     def job_in_thread() -> None:
-        t = threading.Thread(target=lambda: runs.run_job(runs.start_generation().id))
+        t = threading.Thread(target=lambda: run_job(runs.ctx, runs.start_generation().id))
         t.start()
         t.join()
 
@@ -268,19 +270,19 @@ def test_resume_starts_past_the_rows_known_done_and_loses_nothing(
     has pairs, and the next session starts there. Two failures in a row, then completion."""
     llm_server.configure(fail_after=60)
     first = generate(runs)
-    hint = runs.get_run(first.id).settings["resume_row"]
+    hint = runs.get_run(first.id).settings.resume_row
     done = set(chunk_pair_counts(ctx, first.id))
     assert 0 < hint <= 60
     assert set(chunk_ids(200)[:hint]) <= done  # everything below the hint is processed
     llm_server.configure(fail_after=llm_server.stats.successes + 50)
     runs.proceed(first.id)
-    second = runs.run_job(first.id)
-    hint2 = second.settings["resume_row"]
+    second = run_job(runs.ctx, first.id)
+    hint2 = second.settings.resume_row
     assert second.status is RunStatus.GENERATING_FAILED and hint2 >= hint
     assert set(chunk_ids(200)[:hint2]) <= set(chunk_pair_counts(ctx, first.id))
     llm_server.configure(fail_after=None)
     runs.proceed(first.id)
-    final = runs.run_job(first.id)
+    final = run_job(runs.ctx, first.id)
     assert final.status is RunStatus.GENERATED
     assert chunk_pair_counts(ctx, first.id) == dict.fromkeys(chunk_ids(200), 1)
 
@@ -290,18 +292,18 @@ def test_a_running_session_records_its_resume_row_so_a_kill_9_resumes_near_where
 ) -> None:
     """Every RESUME_HINT_EVERY_S the job writes `resume_row` with its pairs: what a kill -9
     leaves behind is at most that much work old, and every row below it has its pairs."""
-    from dmdesk.services import generation
+    from dmdesk.jobs import generation
 
     monkeypatch.setattr(generation, "RESUME_HINT_EVERY_S", 0.2)
     llm_server.configure(latency_s=0.02)
     seen: list[tuple[int, set[str]]] = []
 
     def look(u: ProgressUpdate) -> None:
-        hint = (runs.get_run(u.run_id).settings or {}).get("resume_row")
+        hint = (runs.get_run(u.run_id).settings or RunSnapshot()).resume_row
         if hint:
             seen.append((hint, set(chunk_pair_counts(ctx, u.run_id))))
 
-    run = runs.run_job(runs.start_generation().id, look)
+    run = run_job(runs.ctx, runs.start_generation().id, look)
     assert run.status is RunStatus.GENERATED
     assert seen, "no resume row was recorded while the run went on"
     assert max(h for h, _ in seen) > 100
@@ -317,7 +319,7 @@ def test_a_read_cut_short_by_cancel_never_moves_the_resume_row_past_unsent_chunk
     at the end of the first batch, and the resumed run must still finish every chunk."""
     import time as _time
 
-    from dmdesk.services import generation
+    from dmdesk.jobs import generation
     from dmdesk.vectorstore.service import VectorStoreService
 
     monkeypatch.setattr(generation, "READ_BATCH", 20)
@@ -339,13 +341,13 @@ def test_a_read_cut_short_by_cancel_never_moves_the_resume_row_past_unsent_chunk
             cancel.set()
 
     run = runs.start_generation()
-    stopped = runs.run_job(run.id, stop_after_first_batch, cancel)
+    stopped = run_job(runs.ctx, run.id, stop_after_first_batch, cancel)
     assert stopped.status is RunStatus.GENERATING_FAILED
     assert stopped.processed_chunks == 20
-    assert stopped.settings["resume_row"] == 20
+    assert stopped.settings.resume_row == 20
     resumed = True
     runs.proceed(run.id)
-    final = runs.run_job(run.id)
+    final = run_job(runs.ctx, run.id)
     assert final.status is RunStatus.GENERATED, final.error_message
     assert chunk_pair_counts(ctx, run.id) == dict.fromkeys(chunk_ids(200), 1)
 
@@ -384,7 +386,7 @@ def test_a_resumed_run_over_repeated_ids_completes_with_each_chunk_once(
     first = generate(runs)
     assert first.status is RunStatus.GENERATING_FAILED
     llm_server.configure(fail_after=None)
-    final = runs.run_job(runs.proceed(first.id).id)
+    final = run_job(runs.ctx, runs.proceed(first.id).id)
     assert final.status is RunStatus.GENERATED, final.error_message
     assert (final.processed_chunks, final.total_chunks) == (20, 20)
     assert chunk_pair_counts(runs.ctx, final.id) == dict.fromkeys(chunk_ids(20), 1)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.llm_server import FakeLLMServer
@@ -110,7 +111,7 @@ def test_llm_fault(
     ctx = make_ctx(**env)
     llm_server.configure(**case.knobs)
     runs = TrainingRunService(ctx)
-    run = runs.run_job(runs.start_generation().id)
+    run = run_job(runs.ctx, runs.start_generation().id)
     assert run.status is case.status, run.error_message
     if case.message:
         assert case.message in run.error_message
@@ -136,6 +137,6 @@ def test_connection_refused_fails_with_a_message(
         llm_base_url=f"http://127.0.0.1:{port}/v1",
     )
     runs = TrainingRunService(ctx)
-    run = runs.run_job(runs.start_generation().id)
+    run = run_job(runs.ctx, runs.start_generation().id)
     assert run.status is RunStatus.GENERATING_FAILED
     assert f"Could not reach the LLM at http://127.0.0.1:{port}/v1" in run.error_message

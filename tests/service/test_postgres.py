@@ -10,6 +10,7 @@ import pytest
 
 from dmdesk.domain.errors import GenerationBlocked
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.llm_server import FakeLLMServer
@@ -25,13 +26,13 @@ def pg_ctx(make_ctx: Callable[..., ServiceContext], postgres: Any, store200) -> 
 def test_fail_resume_remove_on_postgresql(pg_ctx: ServiceContext, llm_server: FakeLLMServer):
     runs = TrainingRunService(pg_ctx)
     llm_server.configure(fail_after=70)
-    run = runs.run_job(runs.start_generation().id)
+    run = run_job(runs.ctx, runs.start_generation().id)
     assert run.status is RunStatus.GENERATING_FAILED and run.processed_chunks == 70
     with pytest.raises(GenerationBlocked):
         runs.start_generation()
     llm_server.configure(fail_after=None)
     runs.proceed(run.id)
-    done = runs.run_job(run.id)
+    done = run_job(runs.ctx, run.id)
     assert done.status is RunStatus.GENERATED
     assert chunk_pair_counts(pg_ctx, run.id) == dict.fromkeys(chunk_ids(200), 1)
     assert (done.processed_chunks, done.pair_count) == (200, 200)
@@ -40,7 +41,7 @@ def test_fail_resume_remove_on_postgresql(pg_ctx: ServiceContext, llm_server: Fa
 def test_remove_cascades_on_postgresql(pg_ctx: ServiceContext, llm_server: FakeLLMServer):
     runs = TrainingRunService(pg_ctx)
     llm_server.configure(fail_after=40)
-    run = runs.run_job(runs.start_generation().id)
+    run = run_job(runs.ctx, runs.start_generation().id)
     assert pair_count(pg_ctx, run.id) == 40
     runs.remove(run.id)
     assert pair_count(pg_ctx) == 0 and runs.list_runs() == []

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dmdesk.embeddings import normalise
+from dmdesk.jobs.runner import run_job
 from dmdesk.services import quality
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
@@ -120,7 +121,7 @@ def test_a_filter_failure_leaves_the_run_generated_and_unflagged(
         if update.processed == update.total:
             llm_server.configure(embeddings_status=503)
 
-    done = runs.run_job(run.id, break_embeddings)
+    done = run_job(runs.ctx, run.id, break_embeddings)
     assert done.status is RunStatus.GENERATED
     assert all(p.flags is None and p.approved is None for p in runs.list_pairs(run.id))
 

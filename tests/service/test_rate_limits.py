@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.llm.pacing import Pacer, parse_duration
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
@@ -31,7 +32,7 @@ def generate_above_the_allowance(
         vector_store_path=store, chunk_limit=CHUNKS, generation_concurrency=32, llm_max_retries=0
     )
     runs = TrainingRunService(ctx)
-    run = runs.run_job(runs.start_generation().id, progress)
+    run = run_job(runs.ctx, runs.start_generation().id, progress)
     assert run.status is RunStatus.GENERATED, run.error_message
     assert chunk_pair_counts(ctx, run.id) == dict.fromkeys(chunk_ids(CHUNKS), 1)
 

@@ -20,6 +20,7 @@ from dmdesk.domain.errors import (
     TrainingError,
 )
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from tests.conftest import chunk_ids
@@ -208,7 +209,7 @@ class ScriptedBackend:
 
 
 def generated_run(runs: TrainingRunService, approve: list[str] | None = None) -> int:
-    run = runs.run_job(runs.start_generation().id)
+    run = run_job(runs.ctx, runs.start_generation().id)
     assert run.status is RunStatus.GENERATED
     pairs = runs.list_pairs(run.id)
     chosen = [p.id for p in pairs if approve is None or p.chunk_id in approve]
@@ -223,7 +224,7 @@ def test_scenario2_training_failure_keeps_job_id_and_partial_metrics(
     ctx.backend_factory = lambda name, cfg: backend
     run_id = generated_run(runs)
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.TRAINING_FAILED
     assert run.deeplake_job_id == "job-1"
     assert run.metrics == {"epochs_done": 3}
@@ -238,12 +239,12 @@ def test_fr4_scenario4_proceed_resubmits_the_same_approved_pairs_and_completes(
     ctx.backend_factory = lambda name, cfg: backend
     run_id = generated_run(runs, approve=chunk_ids(200)[:40])
     runs.start_training(run_id)
-    assert runs.run_job(run_id).status is RunStatus.TRAINING_FAILED
+    assert run_job(runs.ctx, run_id).status is RunStatus.TRAINING_FAILED
     asked_before = llm_server.stats.requests
 
     resumed = runs.proceed(run_id)
     assert resumed.status is RunStatus.TRAINING and resumed.error_message is None
-    done = runs.run_job(run_id)
+    done = run_job(runs.ctx, run_id)
     assert done.status is RunStatus.COMPLETED
     assert done.metrics["recall@10"] == {"before": 0.5, "after": 0.8}
     # a backend that reports no held-out ranks proves nothing: its model is not used
@@ -263,16 +264,16 @@ def test_fr4_6_a_failed_training_retry_updates_the_error(
     ctx.backend_factory = lambda name, cfg: backend
     run_id = generated_run(runs)
     runs.start_training(run_id)
-    runs.run_job(run_id)
+    run_job(runs.ctx, run_id)
     runs.proceed(run_id)
-    again = runs.run_job(run_id)
+    again = run_job(runs.ctx, run_id)
     assert again.status is RunStatus.TRAINING_FAILED and again.deeplake_job_id == "job-2"
 
 
 def test_training_needs_a_generated_run_with_approved_pairs(
     runs: TrainingRunService, ctx: ServiceContext
 ) -> None:
-    run = runs.run_job(runs.start_generation().id)
+    run = run_job(runs.ctx, runs.start_generation().id)
     with pytest.raises(RuleViolation, match="no approved pair"):
         runs.start_training(run.id)
     other = insert_run(ctx, "completed")
@@ -281,7 +282,7 @@ def test_training_needs_a_generated_run_with_approved_pairs(
 
 
 def test_review_approve_reject_and_approve_all(runs: TrainingRunService, ctx) -> None:
-    run = runs.run_job(runs.start_generation().id)
+    run = run_job(runs.ctx, runs.start_generation().id)
     pairs = runs.list_pairs(run.id)
     runs.set_approval(run.id, [pairs[0].id, pairs[1].id], True)
     runs.set_approval(run.id, [pairs[1].id], False)

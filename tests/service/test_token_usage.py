@@ -8,6 +8,7 @@ import json
 import pytest
 
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.llm.pricing import PRICE_ENV, cost_usd, price_per_mtok
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.llm_server import FakeLLMServer
@@ -20,7 +21,7 @@ def test_a_runs_tokens_equal_the_servers_usage_and_cost_follows_the_price(
     ctx = dmdesk_context(vector_store_path=dmdesk_store(chunk_texts(30)), llm_model="gpt-4o-mini")
     runs = TrainingRunService(ctx)
     messages: list[str] = []
-    run = runs.run_job(runs.start_generation().id, lambda u: messages.append(u.message))
+    run = run_job(runs.ctx, runs.start_generation().id, lambda u: messages.append(u.message))
     assert run.status is RunStatus.GENERATED
     stats = dmdesk_llm_server.stats
     assert stats.prompt_tokens > 0 and stats.completion_tokens > 0
@@ -46,11 +47,11 @@ def test_tokens_of_a_failed_session_and_its_proceed_add_up_to_the_servers(
     ctx = dmdesk_context(vector_store_path=dmdesk_store(chunk_texts(20)), generation_concurrency=1)
     runs = TrainingRunService(ctx)
     dmdesk_llm_server.configure(fail_after=8, fail_status=503)
-    failed = runs.run_job(runs.start_generation().id)
+    failed = run_job(runs.ctx, runs.start_generation().id)
     assert failed.status is RunStatus.GENERATING_FAILED
     assert failed.prompt_tokens == dmdesk_llm_server.stats.prompt_tokens > 0
     dmdesk_llm_server.configure(fail_after=None)
-    done = runs.run_job(runs.proceed(failed.id).id)
+    done = run_job(runs.ctx, runs.proceed(failed.id).id)
     assert done.status is RunStatus.GENERATED
     stats = dmdesk_llm_server.stats
     assert (done.prompt_tokens, done.completion_tokens) == (
@@ -81,7 +82,7 @@ def test_the_cli_shows_usage(dmdesk_context, dmdesk_store, dmdesk_llm_server, ca
 
     ctx = dmdesk_context(vector_store_path=dmdesk_store(chunk_texts(5)), llm_model="gpt-4o")
     runs = TrainingRunService(ctx)
-    run = runs.run_job(runs.start_generation().id)
+    run = run_job(runs.ctx, runs.start_generation().id)
     assert main(["run", str(run.id)]) == 0
     assert "LLM usage" in capsys.readouterr().out
     assert main(["run", str(run.id), "--json"]) == 0

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.activeloop_server import ActiveloopServer
@@ -70,7 +71,7 @@ def queries_dataset(server: ActiveloopServer) -> Any:
 def test_a_cloud_run_sends_the_approved_pairs_and_completes_with_metrics(cloud) -> None:
     _ctx, runs, run_id, server = cloud
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.COMPLETED, run.error_message
     (body,) = train_requests(server)
     assert body == {"corpus_dataset": "hub://org/kb", "query_dataset": "hub://org/kb_queries"}
@@ -96,7 +97,7 @@ def test_a_cloud_job_that_fails_ends_training_failed_with_job_id_kept(cloud) -> 
     _ctx, runs, run_id, server = cloud
     server.job_scripts = [["pending", "training", "failed"]]
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.TRAINING_FAILED
     assert run.deeplake_job_id == "job-1"
     assert "list indices must be integers" in run.error_message
@@ -107,10 +108,10 @@ def test_proceed_after_a_failed_job_submits_the_same_pairs_again(cloud) -> None:
     _ctx, runs, run_id, server = cloud
     server.job_scripts = [["failed"], ["training", "completed"]]
     runs.start_training(run_id)
-    assert runs.run_job(run_id).status is RunStatus.TRAINING_FAILED
+    assert run_job(runs.ctx, run_id).status is RunStatus.TRAINING_FAILED
     first = queries_dataset(server)["text"].data()["value"]
     runs.proceed(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.COMPLETED and run.deeplake_job_id == "job-2"
     assert len(train_requests(server)) == 2
     assert queries_dataset(server)["text"].data()["value"] == first
@@ -127,13 +128,13 @@ def test_proceed_while_the_job_still_trains_follows_it_without_resubmitting(clou
         if "training" in update.message:
             cancel.set()
 
-    run = runs.run_job(run_id, stop_soon, cancel)
+    run = run_job(runs.ctx, run_id, stop_soon, cancel)
     assert run.status is RunStatus.TRAINING_FAILED
     assert "refused to cancel" in run.error_message
     assert "still be training remotely" in run.error_message
     assert server.calls("POST", "/api/deepmemory/v1/jobs/job-1/cancel")
     runs.proceed(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.COMPLETED, run.error_message
     assert len(train_requests(server)) == 1 and run.deeplake_job_id == "job-1"
 
@@ -143,12 +144,14 @@ def test_stop_of_a_pending_job_cancels_it(cloud) -> None:
     server.job_scripts = [["pending"] * 1000]
     cancel = threading.Event()
     runs.start_training(run_id)
-    run = runs.run_job(run_id, lambda u: cancel.set() if "pending" in u.message else None, cancel)
+    run = run_job(
+        runs.ctx, run_id, lambda u: cancel.set() if "pending" in u.message else None, cancel
+    )
     assert run.status is RunStatus.TRAINING_FAILED
     assert "was cancelled" in run.error_message and run.deeplake_job_id == "job-1"
     # Proceed on a cancelled job submits again
     runs.proceed(run_id)
-    assert runs.run_job(run_id).status is RunStatus.COMPLETED
+    assert run_job(runs.ctx, run_id).status is RunStatus.COMPLETED
     assert len(train_requests(server)) == 2
 
 
@@ -162,7 +165,7 @@ def test_an_outage_mid_poll_fails_the_run_after_the_patience(cloud) -> None:
             server.outage = True
 
     started = time.monotonic()
-    run = runs.run_job(run_id, cut)
+    run = run_job(runs.ctx, run_id, cut)
     assert time.monotonic() - started < 30
     assert run.status is RunStatus.TRAINING_FAILED
     assert "unreachable since" in run.error_message and run.deeplake_job_id == "job-1"
@@ -170,7 +173,7 @@ def test_an_outage_mid_poll_fails_the_run_after_the_patience(cloud) -> None:
     server.outage = False
     server.jobs["job-1"]["script"] = ["completed"]
     runs.proceed(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.COMPLETED and len(train_requests(server)) == 1
 
 
@@ -189,7 +192,7 @@ def test_stop_takes_effect_within_2_s_while_deeplake_is_unreachable(cloud) -> No
             stopped_at.append(time.monotonic())
             cancel.set()
 
-    run = runs.run_job(run_id, on_progress, cancel)
+    run = run_job(runs.ctx, run_id, on_progress, cancel)
     assert time.monotonic() - stopped_at[0] < 2.0
     assert run.status is RunStatus.TRAINING_FAILED
     assert "could not be reached to cancel" in run.error_message
@@ -211,7 +214,7 @@ def test_errors_while_following_are_named(cloud, route, status, phrase) -> None:
         if "Submitting" not in update.message:
             server.fail[route] = status
 
-    run = runs.run_job(run_id, refuse)
+    run = run_job(runs.ctx, run_id, refuse)
     assert run.status is RunStatus.TRAINING_FAILED
     assert phrase in run.error_message, run.error_message
     assert "tok-test-1234" not in run.error_message
@@ -226,7 +229,7 @@ def test_a_5xx_while_following_is_retried_not_fatal(cloud) -> None:
         if "unreachable" in update.message:
             server.fail.clear()
 
-    run = runs.run_job(run_id, heal)
+    run = run_job(runs.ctx, run_id, heal)
     assert run.status is RunStatus.COMPLETED, run.error_message
 
 
@@ -234,7 +237,7 @@ def test_a_5xx_on_the_access_check_is_not_called_no_access(cloud) -> None:
     _ctx, runs, run_id, server = cloud
     server.fail["/api/organizations/org/features/deepmemory"] = 500
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.TRAINING_FAILED
     assert "service error" in run.error_message and "no access" not in run.error_message
     assert train_requests(server) == []
@@ -244,7 +247,7 @@ def test_no_deep_memory_access_is_explained(cloud) -> None:
     _ctx, runs, run_id, server = cloud
     server.deep_memory_available = False
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.TRAINING_FAILED
     assert "no access to Deep Memory" in run.error_message
     assert run.deeplake_job_id is None and train_requests(server) == []
@@ -254,7 +257,7 @@ def test_a_bad_token_at_submission_is_named(cloud) -> None:
     _ctx, runs, run_id, server = cloud
     server.fail["/api/deepmemory/v1/train"] = 401
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.TRAINING_FAILED
     assert "refused the Activeloop token (401)" in run.error_message
 
@@ -263,7 +266,7 @@ def test_an_unknown_state_ends_after_the_patience_naming_it(cloud) -> None:
     _ctx, runs, run_id, server = cloud
     server.job_scripts = [["warming-up"] * 1000]
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.TRAINING_FAILED
     assert "'warming-up'" in run.error_message and "does not know" in run.error_message
 
@@ -272,12 +275,12 @@ def test_evaluation_failure_then_proceed_evaluates_without_training_again(cloud)
     _ctx, runs, run_id, server = cloud
     server.fail["/api/query/dataset"] = 500
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.TRAINING_FAILED
     assert "completed but its evaluation failed" in run.error_message
     server.fail.clear()
     runs.proceed(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.COMPLETED, run.error_message
     assert len(train_requests(server)) == 1
     assert run.metrics["after"]["queries"] == 10
@@ -291,7 +294,7 @@ def test_a_stale_cloud_run_is_reattached_and_sends_no_train_request(cloud) -> No
 
     ctx, runs, run_id, server = cloud
     runs.start_training(run_id)
-    runs.run_job(run_id)  # job-1 exists on the server
+    run_job(runs.ctx, run_id)  # job-1 exists on the server
     server.jobs["job-1"]["script"] = ["training", "completed"]
     with ctx.engine.begin() as c:
         c.execute(
@@ -301,7 +304,7 @@ def test_a_stale_cloud_run_is_reattached_and_sends_no_train_request(cloud) -> No
         )
     (recovered,) = runs.recover_stale()
     assert recovered.status is RunStatus.TRAINING
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.COMPLETED and run.deeplake_job_id == "job-1"
     assert len(train_requests(server)) == 1
 
@@ -317,7 +320,7 @@ def test_cloud_search_uses_deep_memory_only_for_a_model_that_passed_or_was_chose
 
     ctx, runs, run_id, server = cloud
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.COMPLETED
     assert run.metrics["activation"]["activated"] is False and not run.model_active
     assert run.metrics["activation"]["baseline"] == "no Deep Memory"
@@ -343,6 +346,6 @@ def test_a_job_stuck_past_the_deadline_ends_with_its_state_named(cloud) -> None:
     ctx.config.cloud_deadline_s = 0.3
     server.job_scripts = [["training"] * 100_000]
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.TRAINING_FAILED
     assert "is still 'training' after" in run.error_message and run.deeplake_job_id == "job-1"

@@ -13,6 +13,7 @@ from dmdesk.deepmemory import adapters
 from dmdesk.deepmemory.local import LocalEngineBackend, LocalEngineParams
 from dmdesk.domain.errors import RuleViolation
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.services import retrieval
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
@@ -75,7 +76,7 @@ def test_local_engine_completes_with_metrics_and_an_active_adapter(
     runs = TrainingRunService(ctx)
     run_id = generated_run_with_pairs(ctx)
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.COMPLETED, run.error_message
     m = run.metrics
     assert m["backend"] == "local" and m["evaluated_on"] == "held-out pairs"
@@ -99,12 +100,12 @@ def test_a_crash_mid_training_fails_the_run_and_proceed_completes(
     runs = TrainingRunService(ctx)
     run_id = generated_run_with_pairs(ctx, 50)
     runs.start_training(run_id)
-    failed = runs.run_job(run_id)
+    failed = run_job(runs.ctx, run_id)
     assert failed.status is RunStatus.TRAINING_FAILED
     assert "embedding server went away" in failed.error_message
     assert adapters.active_adapter(ctx.config.data_dir, str(path)) is None
     runs.proceed(run_id)
-    done = runs.run_job(run_id)
+    done = run_job(runs.ctx, run_id)
     assert done.status is RunStatus.COMPLETED
     m = done.metrics
     assert m["train_pairs"] + m["validation_pairs"] + m["heldout_pairs"] == 50
@@ -124,7 +125,7 @@ def test_a_store_too_big_for_the_memory_given_fails_the_run_before_reading_it(
     run_id = generated_run_with_pairs(ctx, 50)
     monkeypatch.setenv("DMDESK_MEMORY_LIMIT_MB", "1")
     runs.start_training(run_id)
-    failed = runs.run_job(run_id)
+    failed = run_job(runs.ctx, run_id)
     assert failed.status is RunStatus.TRAINING_FAILED
     message = failed.error_message
     assert "Not enough memory for training Deep Memory locally" in message
@@ -134,7 +135,7 @@ def test_a_store_too_big_for_the_memory_given_fails_the_run_before_reading_it(
     assert embed.calls == 0  # stopped before any question was embedded
     monkeypatch.delenv("DMDESK_MEMORY_LIMIT_MB")
     runs.proceed(run_id)
-    assert runs.run_job(run_id).status is RunStatus.COMPLETED
+    assert run_job(runs.ctx, run_id).status is RunStatus.COMPLETED
 
 
 def test_search_applies_the_active_adapter(
@@ -150,7 +151,7 @@ def test_search_applies_the_active_adapter(
     runs = TrainingRunService(ctx)
     run_id = generated_run_with_pairs(ctx)
     runs.start_training(run_id)
-    assert runs.run_job(run_id).status is RunStatus.COMPLETED
+    assert run_job(runs.ctx, run_id).status is RunStatus.COMPLETED
     hits = retrieval.search(ctx, "question about chunk-00123?", 3, deep_memory=True)
     assert hits[0].id == "chunk-00123" and hits[0].text == "text 123"
     assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
@@ -171,7 +172,7 @@ def test_a_store_with_other_dimensions_fails_with_a_clear_message(
     runs = TrainingRunService(ctx)
     run_id = generated_run_with_pairs(ctx, 20)
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.TRAINING_FAILED
     assert "32-d" in run.error_message and "8-d" in run.error_message
 
@@ -208,7 +209,7 @@ def trained_on_wrong_pairs(make_ctx, rotated_store):
     runs = TrainingRunService(ctx)
     run_id = wrong_pairs_run(ctx)
     runs.start_training(run_id)
-    run = runs.run_job(run_id)
+    run = run_job(runs.ctx, run_id)
     assert run.status is RunStatus.COMPLETED, run.error_message
     return ctx, run, path
 
@@ -232,14 +233,14 @@ def test_a_new_model_must_beat_the_active_one_not_just_no_memory(
     runs = TrainingRunService(ctx)
     first = generated_run_with_pairs(ctx)
     runs.start_training(first)
-    assert runs.run_job(first).model_active
+    assert run_job(runs.ctx, first).model_active
     with ctx.engine.begin() as c:  # the first run is done; a second one with the same data
         from sqlalchemy import text
 
         c.execute(text("UPDATE deep_memory_training_runs SET status='completed'"))
     second = generated_run_with_pairs(ctx)
     runs.start_training(second)
-    run = runs.run_job(second)
+    run = run_job(runs.ctx, second)
     decision = run.metrics["activation"]
     assert decision["baseline"] == f"the active model (run #{first})"
     assert decision["activated"] is False and not run.model_active

@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox, QPushButton
 
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.runs import TrainingRunService
 from dmdesk.testing.llm_server import FakeLLMServer
@@ -24,7 +25,7 @@ NON_COMPLETED = ["generating", "generated", "training", "generating_failed", "tr
 
 def failed_generation(runs: TrainingRunService, llm: FakeLLMServer, after: int = 30) -> int:
     llm.configure(fail_after=after)
-    run = runs.run_job(runs.start_generation().id)
+    run = run_job(runs.ctx, runs.start_generation().id)
     assert run.status is RunStatus.GENERATING_FAILED
     llm.configure(fail_after=None)
     return run.id

@@ -5,6 +5,7 @@ the History row says, never what an earlier moment said."""
 from __future__ import annotations
 
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.runner import run_job
 from dmdesk.testing.llm_server import FakeLLMServer
 from dmdesk.ui.history_model import COL_STATUS
 
@@ -29,7 +30,7 @@ def test_after_a_run_completed_elsewhere_the_card_says_completed_and_nothing_old
     runs = win.runs
     runs.approve_all(1)
     runs.start_training(1)
-    assert runs.run_job(1).status is RunStatus.COMPLETED  # as a terminal's `dmdesk train` does
+    assert run_job(runs.ctx, 1).status is RunStatus.COMPLETED  # as a terminal's `dmdesk train` does
     qtbot.waitUntil(
         lambda: win.page.history_model.runs()[0].status is RunStatus.COMPLETED, timeout=5_000
     )

@@ -39,8 +39,8 @@ def test_services_do_not_import_the_gui() -> None:
 
 def test_cli_and_services_load_without_qt() -> None:
     code = (
-        "import sys, dmdesk.cli, dmdesk.services.runs, dmdesk.services.generation, "
-        "dmdesk.services.training, dmdesk.services.settings; "
+        "import sys, dmdesk.cli, dmdesk.services.runs, dmdesk.jobs.generation, "
+        "dmdesk.jobs.training, dmdesk.services.settings; "
         "print(any(m.startswith('PySide6') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -34,13 +34,14 @@ from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
 from dmdesk.domain.errors import Cancelled, DmdeskError, InvalidSettings
 from dmdesk.domain.models import ProgressUpdate, RunView, describe_usage
+from dmdesk.domain.snapshot import RunSnapshot
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.batch import BatchRound
+from dmdesk.jobs.job import LostRun, RunJob, Stopped
 from dmdesk.llm.base import QuestionGenerator, prepare_model
 from dmdesk.llm.pacing import Pacer
 from dmdesk.llm.pricing import budget_reached, budget_unpriced, cost_usd, usd
-from dmdesk.services.batch import BatchRound, open_batches
 from dmdesk.services.estimate import call_tokens
-from dmdesk.services.job import LostRun, RunJob, Stopped
 from dmdesk.services.quality import assess_run
 from dmdesk.vectorstore.service import Chunk
 
@@ -124,7 +125,7 @@ class GenerationJob(RunJob):
         self._calls_done = 0
         self.budget_reached: DmdeskError | None = None
         self._stop: asyncio.Future[BaseException] | None = None
-        self._snapshot: dict[str, Any] = {}
+        self._snapshot = RunSnapshot()
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -157,13 +158,14 @@ class GenerationJob(RunJob):
 
     async def _main(self) -> None:
         snapshot = self._snapshot = self._load_snapshot()
-        self._start_row = self._frontier = int(snapshot.get("resume_row") or 0)
-        self.model = snapshot.get("llm_model")
-        self._batch_priced = snapshot.get("llm_mode") == "batch"
-        n_questions = int(snapshot.get("questions_per_chunk") or 1)
-        concurrency = max(1, int(snapshot.get("generation_concurrency") or 1))
-        rows = int(snapshot["selection"]["rows"])
-        store = self.ctx.vector_store_factory(snapshot.get("vector_store_path"))
+        self._start_row = self._frontier = snapshot.resume_row or 0
+        self.model = snapshot.llm_model
+        batch_mode = self._batch_priced = snapshot.llm_mode == "batch"
+        n_questions = snapshot.need(snapshot.questions_per_chunk, "number of questions per chunk")
+        concurrency = snapshot.need(snapshot.generation_concurrency, "generation concurrency")
+        selection = snapshot.need(snapshot.selection, "chunk selection")
+        rows = selection.rows
+        store = self.ctx.vector_store_factory(snapshot.vector_store_path)
         try:
             available = await asyncio.to_thread(store.row_count)
             if available < rows:
@@ -171,7 +173,7 @@ class GenerationJob(RunJob):
                     f"The vector store now has {available} chunks but this run was started on "
                     f"{rows}; it cannot resume on a different set. Remove the run and start again."
                 )
-            chunks = int(snapshot["selection"].get("chunks") or rows)
+            chunks = selection.chunk_count
             done_ids = await asyncio.to_thread(self._reset_counters, chunks)
             self.report()
             if self.processed >= self.total:
@@ -182,8 +184,7 @@ class GenerationJob(RunJob):
             self._check_budget_priced(generator)
             try:
                 await self._prepare(generator)
-                batch_mode = snapshot.get("llm_mode") == "batch"
-                if hasattr(generator, "batches") and (batch_mode or open_batches(snapshot)):
+                if hasattr(generator, "batches") and (batch_mode or snapshot.open_batches):
                     # Batches the run left open are collected whatever the mode is now
                     # (their answers are paid for); only batch mode submits new ones.
                     await BatchRound(
@@ -423,14 +424,13 @@ class GenerationJob(RunJob):
 
     # -- database ------------------------------------------------------------------------------
 
-    def _load_snapshot(self) -> dict[str, Any]:
+    def _load_snapshot(self) -> RunSnapshot:
         with session_scope(self.ctx.sessions) as s:
             run = s.get(TrainingRun, self.run_id)
             if run is None or run.status != RunStatus.GENERATING or run.owner != self.ctx.owner:
                 raise LostRun()
-            snapshot = dict(run.settings or {})
-        if "selection" not in snapshot:
-            raise DmdeskError("This run has no chunk selection recorded; remove it.")
+            snapshot = run.settings or RunSnapshot()
+        snapshot.need(snapshot.selection, "chunk selection")
         return snapshot
 
     def _reset_counters(self, chunks: int) -> set[str]:
@@ -465,7 +465,11 @@ class GenerationJob(RunJob):
         the run's resume row (so that a session killed with -9 resumes near where it died,
         without reading every chunk id below it)."""
         prompt, completion, done = self._token_delta()
-        settings = None if resume_row is None else self._snapshot | {"resume_row": resume_row}
+        settings = (
+            None
+            if resume_row is None
+            else self._snapshot.model_copy(update={"resume_row": resume_row})
+        )
         self.commit([(r.chunk.id, r.questions) for r in batch], prompt, completion, settings)
         self._tokens_written = done
 
@@ -474,7 +478,7 @@ class GenerationJob(RunJob):
         answered: list[tuple[str, list[str]]],
         prompt_tokens: int,
         completion_tokens: int,
-        settings: dict[str, Any] | None = None,
+        settings: RunSnapshot | None = None,
     ) -> None:
         """One transaction: each answered chunk's pairs, the run's counters and tokens, and its
         settings when given (a crash leaves whole chunks or nothing). Blocking."""
@@ -609,8 +613,8 @@ class GenerationJob(RunJob):
             reason = f"Unexpected error ({type(exc).__name__}: {exc}). Proceed to retry."
         where = f"Generation stopped at {self.processed}/{self.total} chunks"
         message = f"{where}: {reason}" if not isinstance(exc, Cancelled) else f"{where}. {reason}"
-        settings = dict(self.get_run().settings or {})
-        settings["resume_row"] = self._resume_row()
+        recorded = self.get_run().settings or RunSnapshot()
+        settings = recorded.model_copy(update={"resume_row": self._resume_row()})
         return self.end(
             RunStatus.GENERATING_FAILED, error_message=message[:4000], settings=settings
         )

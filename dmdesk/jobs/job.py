@@ -16,9 +16,9 @@ from typing import Any
 from dmdesk.db.session import session_scope
 from dmdesk.domain.models import ProgressCallback, ProgressUpdate, RunView
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.heartbeat import Heartbeat
 from dmdesk.services import queries
 from dmdesk.services.context import ServiceContext
-from dmdesk.services.heartbeat import Heartbeat
 from dmdesk.services.transitions import write_run
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,10 @@ from dmdesk.deepmemory.base import TrainingRequest
 from dmdesk.deepmemory.guard import decide
 from dmdesk.domain.errors import Cancelled, DmdeskError, TrainingError
 from dmdesk.domain.models import ProgressUpdate, RunView
+from dmdesk.domain.snapshot import RunSnapshot
 from dmdesk.domain.status import RunStatus
+from dmdesk.jobs.job import LostRun, RunJob
 from dmdesk.services.activation import apply_guard
-from dmdesk.services.job import LostRun, RunJob
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,16 @@ class TrainingJob(RunJob):
                 )
                 .order_by(TrainingPair.id)
             ).all()
-            settings = dict(run.settings or {})
+            settings = run.settings or RunSnapshot()
             previous_job_id = run.deeplake_job_id
         return TrainingRequest(
             run_id=self.run_id,
             queries=[q for q, _ in rows],
             relevance=[[(cid, 1)] for _, cid in rows],
-            vector_store_path=settings.get("vector_store_path"),
+            vector_store_path=settings.vector_store_path,
             settings=settings,
             previous_job_id=previous_job_id,
-            evaluation=evalset.load(self.ctx.config.data_dir, settings.get("vector_store_path")),
+            evaluation=evalset.load(self.ctx.config.data_dir, settings.vector_store_path),
         )
 
     def run(self) -> RunView:
@@ -68,12 +69,12 @@ class TrainingJob(RunJob):
                 request = self.request()
                 if not request.queries:
                     raise DmdeskError("The run has no approved pair to train on.")
-                backend_name = request.settings.get(
-                    "deep_memory_backend", self.ctx.config.deep_memory_backend
+                backend_name = request.settings.need(
+                    request.settings.deep_memory_backend, "Deep Memory backend"
                 )
                 backend = self.ctx.backend_factory(backend_name, self.ctx.config)
                 cancel = _Either(self.cancel, heartbeat.lost)
-                attach = request.settings.get("attach_job_id")
+                attach = request.settings.attach_job_id
                 if attach and hasattr(backend, "attach"):
                     self._report(0.0, f"Re-attached to {backend.name} job {attach}")
                     metrics = backend.attach(

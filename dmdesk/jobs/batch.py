@@ -30,17 +30,18 @@ import logging
 from typing import Any, Protocol
 
 from dmdesk.domain.errors import Cancelled, DmdeskError
+from dmdesk.domain.snapshot import OPEN, WRITTEN, RunSnapshot
+from dmdesk.jobs.job import Stopped
 from dmdesk.llm.openai_batch import MAX_FILE_BYTES, TERMINAL, Answer, BatchClient
 from dmdesk.llm.pricing import budget_reached, cost_usd
 from dmdesk.services.context import ServiceContext
 from dmdesk.services.estimate import call_tokens
-from dmdesk.services.job import Stopped
 from dmdesk.vectorstore.service import Chunk
 
 
 class BatchJob(Protocol):
     """What a batch round needs of the generation job it runs in
-    (`dmdesk.services.generation.GenerationJob`, which imports this module — not the reverse):
+    (`dmdesk.jobs.generation.GenerationJob`, which imports this module — not the reverse):
     its run, the budget and token bookkeeping, progress, the stop signal and the commit of
     answers (chunks, tokens and the batch records in one transaction)."""
 
@@ -68,19 +69,13 @@ class BatchJob(Protocol):
         answered: list[tuple[str, list[str]]],
         prompt_tokens: int,
         completion_tokens: int,
-        settings: dict[str, Any] | None = None,
+        settings: RunSnapshot | None = None,
     ) -> None: ...
 
 
 log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 4
-OPEN, WRITTEN = "open", "written"
-
-
-def open_batches(settings: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The batches recorded on a run that have not been written yet."""
-    return [b for b in (settings or {}).get("batches") or [] if b.get("state") == OPEN]
 
 
 class BatchRound:
@@ -89,7 +84,7 @@ class BatchRound:
         job: BatchJob,
         generator: Any,
         store: Any,
-        snapshot: dict[str, Any],
+        snapshot: RunSnapshot,
         done_ids: set[str],
         *,
         submit: bool = True,
@@ -99,13 +94,13 @@ class BatchRound:
         self.api: BatchClient = generator.batches
         self.generator = generator
         self.store = store
-        self.settings = dict(snapshot)
-        self.records: list[dict[str, Any]] = [dict(b) for b in snapshot.get("batches") or []]
+        self.settings = snapshot
+        self.records: list[dict[str, Any]] = [dict(b) for b in snapshot.batches]
         self.done = done_ids
-        self.n = int(snapshot.get("questions_per_chunk") or 1)
-        self.rows = int(snapshot["selection"]["rows"])
-        chunks = int(snapshot["selection"].get("chunks") or self.rows)
-        self.repeated_ids = chunks < self.rows
+        self.n = snapshot.need(snapshot.questions_per_chunk, "number of questions per chunk")
+        selection = snapshot.need(snapshot.selection, "chunk selection")
+        self.rows = selection.rows
+        self.repeated_ids = selection.chunk_count < self.rows
         self.cfg = job.ctx.config
         self.last_error: str | None = None
 
@@ -256,7 +251,7 @@ class BatchRound:
                 answered.setdefault(a.custom_id, a.questions)
         prompt = sum(a.prompt_tokens for a in answers)
         completion = sum(a.completion_tokens for a in answers)
-        self.settings = self.settings | {"batches": [dict(r) for r in self.records]}
+        self.settings = self._recorded()
         job = self.job
         job.commit(list(answered.items()), prompt, completion, self.settings)
         self.done.update(answered)
@@ -265,8 +260,12 @@ class BatchRound:
         self.generator.completion_tokens += completion
         job.calls_written(len(answers))
 
+    def _recorded(self) -> RunSnapshot:
+        """The run's snapshot with the batches as they stand now."""
+        return self.settings.model_copy(update={"batches": tuple(dict(r) for r in self.records)})
+
     async def _persist(self) -> None:
-        self.settings = self.settings | {"batches": [dict(r) for r in self.records]}
+        self.settings = self._recorded()
         await asyncio.to_thread(self.job.guarded_write, settings=self.settings)
 
     async def _cancel_open(self) -> None:
