@@ -43,7 +43,6 @@ from dmdesk.domain.errors import (
 from dmdesk.domain.models import ProgressUpdate, RunView
 from dmdesk.domain.snapshot import open_batches
 from dmdesk.domain.status import ACTIVE, FAILED, RunStatus
-from dmdesk.jobs.runner import run_job
 from dmdesk.secrets import RedactingFormatter, redact
 
 
@@ -472,6 +471,7 @@ def _wait(ctx: Any, run: RunView, as_json: bool) -> int:
     the run is then recovered as interrupted once its heartbeat is stale."""
     import signal
 
+    from dmdesk.jobs.runner import run_job  # late
     from dmdesk.services.runs import TrainingRunService  # late
 
     runs = TrainingRunService(ctx)
@@ -548,6 +548,7 @@ def _job(ctx: Any, args: argparse.Namespace) -> int:
     import logging
 
     from dmdesk.app import LOG_FORMAT  # late
+    from dmdesk.jobs.runner import run_job  # late
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter(LOG_FORMAT))
