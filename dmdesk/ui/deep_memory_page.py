@@ -5,13 +5,12 @@ clicks. Long work runs in a JobWorker thread; DB reads here are single small que
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEventLoop, QModelIndex, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QModelIndex, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (
     QFileDialog,
     QGroupBox,
@@ -23,11 +22,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dmdesk.app import spawn_job_worker
 from dmdesk.config import DmdeskConfig
 from dmdesk.domain.errors import DmdeskError
 from dmdesk.domain.models import RunView
-from dmdesk.domain.status import ACTIVE, FAILED, RunStatus
+from dmdesk.domain.status import FAILED, RunStatus
 from dmdesk.services import activation, retrieval
 from dmdesk.services import settings as settings_service
 from dmdesk.services.context import ServiceContext
@@ -37,13 +35,13 @@ from dmdesk.services.runs import TrainingRunService
 from dmdesk.ui import aio
 from dmdesk.ui.history_model import COL_PAIRS, COL_PROGRESS, RunHistoryModel
 from dmdesk.ui.history_view import HistoryView
+from dmdesk.ui.jobs import JobController
 from dmdesk.ui.live import RunWatcher
 from dmdesk.ui.metrics_chart import RunDetails
 from dmdesk.ui.resources import icon
 from dmdesk.ui.review_dialog import ReviewDialog
 from dmdesk.ui.search_card import SearchCard
 from dmdesk.ui.settings_card import SettingsCard
-from dmdesk.ui.workers import JobWorker, start_in_thread
 from dmdesk.ui.workflow_panel import WorkflowPanel
 
 log = logging.getLogger(__name__)
@@ -58,12 +56,12 @@ class DeepMemoryPage(QWidget):
         self.setObjectName("deepMemoryPage")
         self.ctx = ctx
         self.runs = TrainingRunService(ctx)
-        self._worker: JobWorker | None = None
-        self._thread: QThread | None = None
-        self._job_run_id: int | None = None
-        self._final: RunView | None = None  # what the job's worker returned
-        self._trailing: QTimer | None = None  # sends the progress the throttle held back
-        self._stopped_by_admin = False
+        self.jobs = JobController(ctx, self)  # the job this window runs, if any
+        self.jobs.started.connect(self._on_job_started)
+        self.jobs.run_started.connect(self._on_job_run_started)
+        self.jobs.progress_changed.connect(self._on_job_progress)
+        self.jobs.refused.connect(self._on_job_refused)
+        self.jobs.ended.connect(self._on_job_ended)
         self.review_dialog: ReviewDialog | None = None
 
         outer = QVBoxLayout(self)
@@ -157,7 +155,7 @@ class DeepMemoryPage(QWidget):
 
     @property
     def job_running(self) -> bool:
-        return self._thread is not None
+        return self.jobs.running
 
     @Slot(str)
     def _on_live_health(self, health: str) -> None:
@@ -188,7 +186,7 @@ class DeepMemoryPage(QWidget):
         if [r.id for r in current] != [r.id for r in runs]:
             self.history_model.set_runs(runs)
         else:
-            own = self._job_run_id if self.job_running else None
+            own = self.jobs.run_id if self.job_running else None
             for old, new in zip(current, runs, strict=True):
                 if new != old and new.id != own:
                     self.history_model.update_run(new)
@@ -245,59 +243,41 @@ class DeepMemoryPage(QWidget):
         prepare: Callable[[TrainingRunService], RunView],
         run_id: int | None = None,
     ) -> None:
-        if self.job_running:
+        if not self.jobs.start(phase, prepare, run_id):
             self.show_error("A run is in progress", "Wait for it to finish or stop it first.")
-            return
-        # The job gets a context of its own (same database, same owner token): settings saved
-        # while it runs change this page's context, never the one the job reads.
-        worker = JobWorker(dataclasses.replace(self.ctx), prepare)
-        worker.run_started.connect(self._on_worker_run_started)
-        worker.progress_changed.connect(
-            self._on_worker_progress_changed, Qt.ConnectionType.QueuedConnection
-        )
-        self._trailing = worker.trailing_timer(self)
-        worker.succeeded.connect(self._on_worker_succeeded)
-        worker.failed.connect(self._on_worker_failed)
-        self._worker = worker
-        self._job_run_id = run_id
-        self.workflow.job_started(phase, run_id)
-        self.workflow.set_state(None, job_running=True)
-        self._thread = start_in_thread(worker, self, self._on_thread_finished)
 
     def stop_job(self, wait: bool = False) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            self._stopped_by_admin = True
+        if self.jobs.stop():
             self.workflow.show_stopping(
                 "Stopping… (waiting for the current step to finish; the run stays resumable)"
             )
-        if wait and self._thread is not None:
-            loop = QEventLoop()
-            self._thread.finished.connect(loop.quit)
-            if self._thread is not None and self._thread.isRunning():
-                loop.exec()
+        if wait:
+            self.jobs.wait()
 
     def hand_over_job(self) -> None:
         """Let the running job go on in a detached dmdesk process (closing the window with
         "Keep running in the background"): this worker stops without touching the run, and
         once it has, `dmdesk _job` takes the run over with this window's owner token."""
-        if self._worker is not None:
-            self._worker.hand_over()
+        if self.jobs.hand_over():
             self.workflow.show_stopping("Handing the run over to a background process…")
 
+    @Slot(str, object)
+    def _on_job_started(self, phase: str, run_id: int | None) -> None:
+        self.workflow.job_started(phase, run_id)
+        self.workflow.set_state(None, job_running=True)
+
     @Slot(object)
-    def _on_worker_run_started(self, run: RunView) -> None:
-        self._job_run_id = run.id
+    def _on_job_run_started(self, _run: RunView) -> None:
         self.refresh()
 
     @Slot(int, int, int, str, str)
-    def _on_worker_progress_changed(
+    def _on_job_progress(
         self, processed: int, total: int, pairs: int, phase: str, msg: str
     ) -> None:
         self.workflow.show_progress(processed, total, phase, msg)
-        if phase == "generation" and self._job_run_id is not None:
-            index = self.history_model.row_of(self._job_run_id)
-            run = self.history_model.run_at(index)
+        run_id = self.jobs.run_id
+        if phase == "generation" and run_id is not None:
+            run = self.history_model.run_at(self.history_model.row_of(run_id))
             if run is not None:
                 self.history_model.update_run(
                     run.model_copy(
@@ -310,31 +290,12 @@ class DeepMemoryPage(QWidget):
                     columns=(COL_PROGRESS, COL_PAIRS),
                 )
 
-    @Slot(object)
-    def _on_worker_succeeded(self, final: RunView) -> None:
-        self._final = final
-
     @Slot(str)
-    def _on_worker_failed(self, message: str) -> None:
-        self._final = None
+    def _on_job_refused(self, message: str) -> None:
         self.show_error("The request was refused", message)
 
-    @Slot()
-    def _on_thread_finished(self) -> None:
-        final = self._final
-        worker = self._worker
-        handed_over = worker is not None and worker.handed_over
-        stopped = self._stopped_by_admin and not handed_over
-        self._thread = None
-        self._worker = None
-        self._final = None
-        if self._trailing is not None:
-            self._trailing.stop()
-            self._trailing.deleteLater()
-            self._trailing = None
-        self._stopped_by_admin = False
-        if handed_over and final is not None and final.status in ACTIVE:
-            spawn_job_worker(self.ctx, final.id)
+    @Slot(object, bool, bool)
+    def _on_job_ended(self, final: RunView | None, stopped: bool, handed_over: bool) -> None:
         self.workflow.job_ended(final, stopped=stopped, handed_over=handed_over)
         self.refresh()
         if final is not None and final.status in FAILED:

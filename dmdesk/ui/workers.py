@@ -1,4 +1,7 @@
-"""Workers: long work off the GUI thread, reported through one small signal vocabulary.
+"""Workers: long work off the GUI thread, reported through one small signal vocabulary
+(`run_started`, `progress_changed`, `succeeded`, `failed`, `finished`), which the window's
+`JobController` (dmdesk.ui.jobs) turns into its own. Short I/O is not a worker's: it is a
+coroutine on the GUI loop (dmdesk.ui.aio).
 
 A `JobWorker` is a QObject moved to a QThread (superqt's pattern). Its `run` first performs the
 request that creates or resumes a run (start generation, proceed, start training), then runs the
@@ -19,7 +22,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
@@ -221,27 +223,6 @@ class JobWorker(QObject):
             self.failed.emit(user_message(exc))
         except Exception as exc:
             self.failed.emit(failure_text(exc, "worker"))
-        finally:
-            self.finished.emit()
-
-
-class TaskWorker(QObject):
-    """A short background call (open a store, read pairs...): `done(result)` or `failed(msg)`."""
-
-    done = Signal(object)
-    failed = Signal(str)
-    finished = Signal()
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        super().__init__()
-        self._fn = fn
-
-    @Slot()
-    def run(self) -> None:
-        try:
-            self.done.emit(self._fn())
-        except Exception as exc:
-            self.failed.emit(failure_text(exc, "task"))
         finally:
             self.finished.emit()
 
