@@ -32,31 +32,25 @@ from typing import Any, Protocol
 from dmdesk.domain.errors import Cancelled, DmdeskError
 from dmdesk.domain.snapshot import OPEN, WRITTEN, RunSnapshot
 from dmdesk.jobs.job import Stopped
+from dmdesk.jobs.ledger import Ledger
 from dmdesk.llm.openai_batch import MAX_FILE_BYTES, TERMINAL, Answer, BatchClient
-from dmdesk.llm.pricing import budget_reached, cost_usd
 from dmdesk.services.context import ServiceContext
-from dmdesk.services.estimate import call_tokens
 from dmdesk.vectorstore.service import Chunk
 
 
 class BatchJob(Protocol):
     """What a batch round needs of the generation job it runs in
     (`dmdesk.jobs.generation.GenerationJob`, which imports this module — not the reverse):
-    its run, the budget and token bookkeeping, progress, the stop signal and the commit of
+    its run, its ledger (tokens, cost, budget), progress, the stop signal and the commit of
     answers (chunks, tokens and the batch records in one transaction)."""
 
     ctx: ServiceContext
     run_id: int
     processed: int
     total: int
-    model: str | None
-    budget_reached: DmdeskError | None
-
-    def spent(self) -> float: ...
+    ledger: Ledger  # the session's tokens, cost and budget, shared with the online calls
 
     def report(self, message: str = "", extra: int = 0) -> None: ...
-
-    def calls_written(self, calls: int) -> None: ...
 
     def stop_signal(self) -> contextlib.AbstractContextManager[None]: ...
 
@@ -127,8 +121,8 @@ class BatchRound:
             return
         for round_no in range(1, MAX_ROUNDS + 2):
             await self._wait_for_open()
-            if self.job.budget_reached is not None:
-                raise self.job.budget_reached
+            if self.job.ledger.reached is not None:
+                raise self.job.ledger.reached
             if self.job.processed >= self.job.total:
                 return
             if round_no > MAX_ROUNDS:
@@ -155,8 +149,8 @@ class BatchRound:
             chunks: list[Chunk] = item[0]
             for chunk in chunks:
                 if budgeted:
-                    est = self._line_cost(chunk.text)
-                    if self._over_budget(committed + est):
+                    est = self.job.ledger.call_cost(chunk.text, self.n, batch=True)
+                    if self.job.ledger.submission_passes(committed + est):
                         break
                     committed += est
                 line = self.api.request_line(chunk.id, chunk.text, self.n)
@@ -167,7 +161,7 @@ class BatchRound:
                     lines, size = [], 0
                 lines.append(line)
                 size += len(line)
-            if self.job.budget_reached is not None:
+            if self.job.ledger.reached is not None:
                 break
         if lines:
             await self._create(lines, round_no)
@@ -255,10 +249,7 @@ class BatchRound:
         job = self.job
         job.commit(list(answered.items()), prompt, completion, self.settings)
         self.done.update(answered)
-        # the tokens are on the run now: counted as the generator's, already written
-        self.generator.prompt_tokens += prompt
-        self.generator.completion_tokens += completion
-        job.calls_written(len(answers))
+        job.ledger.batch_written(prompt, completion, len(answers))
 
     def _recorded(self) -> RunSnapshot:
         """The run's snapshot with the batches as they stand now."""
@@ -276,20 +267,3 @@ class BatchRound:
                     await self.api.cancel(record["id"])
                 except Exception as exc:  # an ended batch cannot be cancelled: fine
                     log.info("run %s: cancel %s: %s", self.job.run_id, record["id"], exc)
-
-    # -- the budget ----------------------------------------------------------------------------
-
-    def _line_cost(self, text: str) -> float:
-        prompt, completion = call_tokens(text, self.n)
-        return cost_usd(self.job.model, prompt, completion, batch=True) or 0.0
-
-    def _over_budget(self, committed: float) -> bool:
-        """Whether submitting up to `committed` (estimated) would pass the budget."""
-        budget = self.cfg.budget_usd
-        if budget is None:
-            return False
-        spent = self.job.spent()
-        if spent + committed <= budget:
-            return False
-        self.job.budget_reached = DmdeskError(budget_reached(spent, budget, committed))
-        return True

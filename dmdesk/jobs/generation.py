@@ -32,16 +32,15 @@ from sqlalchemy import func, insert, select
 
 from dmdesk.db.models import TrainingPair, TrainingRun
 from dmdesk.db.session import session_scope
-from dmdesk.domain.errors import Cancelled, DmdeskError, InvalidSettings
-from dmdesk.domain.models import ProgressUpdate, RunView, describe_usage
+from dmdesk.domain.errors import Cancelled, DmdeskError
+from dmdesk.domain.models import ProgressUpdate, RunView
 from dmdesk.domain.snapshot import RunSnapshot
 from dmdesk.domain.status import RunStatus
 from dmdesk.jobs.batch import BatchRound
 from dmdesk.jobs.job import LostRun, RunJob, Stopped
+from dmdesk.jobs.ledger import Ledger
 from dmdesk.llm.base import QuestionGenerator, prepare_model
 from dmdesk.llm.pacing import Pacer
-from dmdesk.llm.pricing import budget_reached, budget_unpriced, cost_usd, usd
-from dmdesk.services.estimate import call_tokens
 from dmdesk.services.quality import assess_run
 from dmdesk.vectorstore.service import Chunk
 
@@ -117,13 +116,7 @@ class GenerationJob(RunJob):
         self._frontier = 0  # the lowest row the producer has neither handed out nor skipped
         self._inflight: set[int] = set()
         self._generator: Any = None
-        self._tokens_written = (0, 0)  # the generator's (prompt, completion) counts on the run
-        self.model: str | None = None
-        self._batch_priced = False  # the run's tokens are priced at the Batch API's price
-        self._earlier_cost = 0.0  # what the run's earlier sessions spent
-        self._calls_in_flight = 0
-        self._calls_done = 0
-        self.budget_reached: DmdeskError | None = None
+        self.ledger = Ledger()  # the session's tokens, cost and budget
         self._stop: asyncio.Future[BaseException] | None = None
         self._snapshot = RunSnapshot()
 
@@ -159,8 +152,10 @@ class GenerationJob(RunJob):
     async def _main(self) -> None:
         snapshot = self._snapshot = self._load_snapshot()
         self._start_row = self._frontier = snapshot.resume_row or 0
-        self.model = snapshot.llm_model
-        batch_mode = self._batch_priced = snapshot.llm_mode == "batch"
+        batch_mode = snapshot.llm_mode == "batch"
+        self.ledger = Ledger(
+            snapshot.llm_model, budget_usd=self.ctx.config.budget_usd, batch_priced=batch_mode
+        )
         n_questions = snapshot.need(snapshot.questions_per_chunk, "number of questions per chunk")
         concurrency = snapshot.need(snapshot.generation_concurrency, "generation concurrency")
         selection = snapshot.need(snapshot.selection, "chunk selection")
@@ -181,7 +176,8 @@ class GenerationJob(RunJob):
             generator = self.ctx.generator_factory(snapshot, self.ctx.config)
             self._pacer = getattr(generator, "pacer", None)
             self._generator = generator
-            self._check_budget_priced(generator)
+            self.ledger.count(generator)
+            self.ledger.check_priced()
             try:
                 await self._prepare(generator)
                 if hasattr(generator, "batches") and (batch_mode or snapshot.open_batches):
@@ -259,8 +255,8 @@ class GenerationJob(RunJob):
             finally:
                 results.put_nowait(None)
                 await writer  # every finished chunk is written, even after a failure
-        if self.budget_reached is not None:
-            self._set_failure(self.budget_reached)
+        if self.ledger.reached is not None:
+            self._set_failure(self.ledger.reached)
         if isinstance(self._failure, LostRun):
             raise self._failure
 
@@ -289,17 +285,17 @@ class GenerationJob(RunJob):
         """One caller: chunks from `work` to answers in `results`, until the work ends, a call
         fails (then no caller takes another chunk) or the budget is reached."""
         while (chunk := await work.get()) is not None:
-            if self._failure is not None or self._over_budget(chunk.text, n_questions):
+            if self._failure is not None or self.ledger.next_call_passes(chunk.text, n_questions):
                 return
-            self._calls_in_flight += 1
+            self.ledger.calls_in_flight += 1
             try:
                 questions = await generator.generate(chunk.text, n_questions)
             except Exception as exc:  # what retries did not fix (LLMError) or a bug
                 self._set_failure(exc)
                 return
             finally:
-                self._calls_in_flight -= 1
-            self._calls_done += 1
+                self.ledger.calls_in_flight -= 1
+            self.ledger.calls_done += 1
             results.put_nowait(_Result(chunk, questions))
 
     async def _await_callers(self, callers: list[asyncio.Task[None]]) -> None:
@@ -387,41 +383,6 @@ class GenerationJob(RunJob):
             self._inflight -= rows
             self.report()
 
-    # -- the budget ----------------------------------------------------------------------------
-
-    def _check_budget_priced(self, generator: Any) -> None:
-        budget = self.ctx.config.budget_usd
-        if budget is None or not hasattr(generator, "prompt_tokens"):
-            return  # no budget, or a generator that costs nothing (the local model)
-        if cost_usd(self.model, 0, 0) is None:
-            raise InvalidSettings(budget_unpriced(self.model, budget))
-
-    def spent(self) -> float:
-        """What the run has spent on the LLM: its earlier sessions and this one."""
-        prompt, completion = self._generator_tokens()
-        now = cost_usd(self.model, prompt, completion, batch=self._batch_priced) or 0.0
-        return self._earlier_cost + now
-
-    def _over_budget(self, text: str, n_questions: int) -> bool:
-        """Whether the next call (and those in flight) would pass the budget. Each call is
-        priced at the average of this session's calls, or estimated from the passage before
-        there is one."""
-        if self.budget_reached is not None:
-            return True
-        budget = self.ctx.config.budget_usd
-        if budget is None or not hasattr(self._generator, "prompt_tokens"):
-            return False
-        spent = self.spent()
-        if self._calls_done:
-            per_call = (spent - self._earlier_cost) / self._calls_done
-        else:
-            prompt, completion = call_tokens(text, n_questions)
-            per_call = cost_usd(self.model, prompt, completion, batch=self._batch_priced) or 0.0
-        if spent + (self._calls_in_flight + 1) * per_call <= budget:
-            return False
-        self.budget_reached = DmdeskError(budget_reached(spent, budget))
-        return True
-
     # -- database ------------------------------------------------------------------------------
 
     def _load_snapshot(self) -> RunSnapshot:
@@ -452,9 +413,7 @@ class GenerationJob(RunJob):
             self.total, self.processed, self.pairs = chunks, len(done_ids), int(pairs or 0)
             run = s.get(TrainingRun, self.run_id)
             if run is not None:
-                earlier = run.prompt_tokens or 0, run.completion_tokens or 0
-                cost = cost_usd(self.model, *earlier, batch=self._batch_priced)
-                self._earlier_cost = cost or 0.0
+                self.ledger.set_earlier(run.prompt_tokens or 0, run.completion_tokens or 0)
             self.guarded(
                 s, total_chunks=self.total, processed_chunks=self.processed, pair_count=self.pairs
             )
@@ -464,14 +423,14 @@ class GenerationJob(RunJob):
         """A batch of answers with the tokens counted since the last write — and, when given,
         the run's resume row (so that a session killed with -9 resumes near where it died,
         without reading every chunk id below it)."""
-        prompt, completion, done = self._token_delta()
+        prompt, completion, upto = self.ledger.unwritten()
         settings = (
             None
             if resume_row is None
             else self._snapshot.model_copy(update={"resume_row": resume_row})
         )
         self.commit([(r.chunk.id, r.questions) for r in batch], prompt, completion, settings)
-        self._tokens_written = done
+        self.ledger.written(upto)
 
     def commit(
         self,
@@ -509,41 +468,13 @@ class GenerationJob(RunJob):
         self.processed += len(answered)
         self.pairs += len(rows)
 
-    def calls_written(self, calls: int) -> None:
-        """`calls` answered outside the online pipeline (a Batch API round) whose tokens are
-        on the run already: counted as written, and as done for the budget's cost per call."""
-        self._tokens_written = self._generator_tokens()
-        self._calls_done += calls
-
-    def _generator_tokens(self) -> tuple[int, int]:
-        """(prompt, completion) tokens the generator has counted this session; a generator
-        that counts none (the local model) has (0, 0)."""
-        gen = self._generator
-        return int(getattr(gen, "prompt_tokens", 0)), int(getattr(gen, "completion_tokens", 0))
-
-    def _token_delta(self) -> tuple[int, int, tuple[int, int]]:
-        """Tokens counted since the last write: (prompt, completion, new total)."""
-        now = self._generator_tokens()
-        return now[0] - self._tokens_written[0], now[1] - self._tokens_written[1], now
-
     def _usage_so_far(self) -> str | None:
         """This session's tokens and cost, live (the run's earlier sessions are in its row),
-        and the run's whole cost as this session's calls so far predict it (the estimate,
-        refined while the run goes on) — against the budget when there is one."""
-        prompt, completion = self._generator_tokens()
-        cost = cost_usd(self.model, prompt, completion, batch=self._batch_priced)
-        text = describe_usage(prompt, completion, cost)
-        if text and cost is not None and self._calls_done:
-            left = max(0, self.total - self.processed - self._calls_in_flight)
-            whole = self.spent() + cost / self._calls_done * left
-            text += f" · about {usd(whole)} for the whole run"
-            budget = self.ctx.config.budget_usd
-            if budget is not None:
-                text += f" (budget {usd(budget)})"
-        return text
+        and the run's whole cost as this session's calls so far predict it."""
+        return self.ledger.usage_text(self.total - self.processed - self.ledger.calls_in_flight)
 
     def _flush_tokens(self) -> None:
-        prompt, completion, done = self._token_delta()
+        prompt, completion, upto = self.ledger.unwritten()
         if not (prompt or completion):
             return
         try:
@@ -556,7 +487,7 @@ class GenerationJob(RunJob):
         except Exception:  # the database is gone: the run fails for that reason, not this one
             log.warning("run %s: could not record %s tokens", self.run_id, prompt + completion)
             return
-        self._tokens_written = done
+        self.ledger.written(upto)
 
     def _resume_row(self) -> int:
         """The lowest row not known to be done: rows below the producer's frontier were either
