@@ -119,11 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the run's estimated tokens and cost, without calling the LLM or starting it",
     )
 
-    pr = command("proceed", "resume a failed run (either phase)")
-    pr.set_defaults(func=runs.proceed)
-    pr.add_argument("run_id", type=RUN_ID)
-    pr.add_argument("--wait", action="store_true")
-    pr.add_argument("--json", action="store_true")
+    def run_job_command(name: str, help_text: str, func: Any) -> None:
+        """A command that starts the job of a run (proceed, train): RUN_ID [--wait] [--json]."""
+        c = command(name, help_text)
+        c.set_defaults(func=func)
+        c.add_argument("run_id", type=RUN_ID)
+        c.add_argument("--wait", action="store_true")
+        c.add_argument("--json", action="store_true")
+
+    run_job_command("proceed", "resume a failed run (either phase)", runs.proceed)
 
     rm = command("remove", "delete a failed run (or a generated run with no approved pair)")
     rm.set_defaults(func=runs.remove)
@@ -178,11 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="jsonl",
     )
 
-    t = command("train", "train on the approved pairs")
-    t.set_defaults(func=runs.train)
-    t.add_argument("run_id", type=RUN_ID)
-    t.add_argument("--wait", action="store_true")
-    t.add_argument("--json", action="store_true")
+    run_job_command("train", "train on the approved pairs", runs.train)
 
     se = command("search", "search the store")
     se.set_defaults(func=retrieval.search)
