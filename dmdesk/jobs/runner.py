@@ -12,8 +12,8 @@ from dmdesk.domain.status import RunStatus
 from dmdesk.embeddings import release_local_model
 from dmdesk.jobs.generation import GenerationJob
 from dmdesk.jobs.training import TrainingJob
+from dmdesk.services import queries
 from dmdesk.services.context import ServiceContext
-from dmdesk.services.runs import TrainingRunService
 
 
 def run_job(
@@ -29,7 +29,7 @@ def run_job(
     stops the job, leaving the run failed and resumable; with `handover` set too, the job
     stops without touching the run, for another process with the same owner token to go
     on with it (`dmdesk.app.spawn_job_worker`)."""
-    view = TrainingRunService(ctx).get_run(run_id)
+    view = queries.get_run(ctx, run_id)  # the read side: a job commands no run
     job: GenerationJob | TrainingJob
     if view.status is RunStatus.GENERATING:
         job = GenerationJob(ctx, run_id, progress, cancel)
