@@ -92,8 +92,8 @@ def follow(ctx: ServiceContext, run: RunView, as_json: bool) -> int:
     """`dmdesk run ID --follow`: poll the run (whoever runs it) until it no longer works, with
     the same progress output as --wait; the exit code is that of --wait (0, 1 failed)."""
 
-    from dmdesk.app import recover  # late
-    from dmdesk.services.runs import TrainingRunService  # late
+    from dmdesk.app import recover  # late: the services
+    from dmdesk.services.runs import TrainingRunService  # late: the services
 
     runs = TrainingRunService(ctx)
     bar = Bar()
@@ -127,7 +127,7 @@ def follow(ctx: ServiceContext, run: RunView, as_json: bool) -> int:
 
 def detach(ctx: ServiceContext, run: RunView, as_json: bool) -> int:
     """Hand the run's job to a detached dmdesk process."""
-    from dmdesk.app import spawn_job_worker  # late
+    from dmdesk.app import spawn_job_worker  # late: the services
 
     spawn_job_worker(ctx, run.id)
     show(run, as_json)

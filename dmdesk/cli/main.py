@@ -43,7 +43,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def _log_path() -> str:
     """Where unexpected errors are logged (set up here if the failure came before start-up)."""
-    from dmdesk.app import log_file, setup_logging  # late
+    from dmdesk.app import log_file, setup_logging  # late: the services
 
     path = log_file()
     if path is None:

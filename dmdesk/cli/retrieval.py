@@ -91,7 +91,7 @@ def _labelled(
 ) -> tuple[list[str], list[list[str]], str]:
     """The labelled questions `dmdesk evaluate` measures — the files given, else the store's
     saved evaluation set — as (questions, relevant chunk ids, source)."""
-    from dmdesk.services import retrieval  # late
+    from dmdesk.services import retrieval  # late: the services
 
     if args.csv and args.queries:
         raise InvalidSettings("Give either QUERIES.jsonl QRELS.tsv or --csv FILE, not both.")

@@ -12,7 +12,7 @@ from dmdesk.domain.errors import EXIT_OK, InvalidSettings
 
 
 def review(args: argparse.Namespace, config: DmdeskConfig) -> int:
-    from dmdesk.services.runs import TrainingRunService  # late
+    from dmdesk.services.runs import TrainingRunService  # late: the services
 
     with started(config) as ctx:
         runs = TrainingRunService(ctx)
@@ -49,8 +49,8 @@ def review(args: argparse.Namespace, config: DmdeskConfig) -> int:
 
 
 def activate(args: argparse.Namespace, config: DmdeskConfig) -> int:
-    from dmdesk.services import activation  # late
-    from dmdesk.services.runs import TrainingRunService  # late
+    from dmdesk.services import activation  # late: the services
+    from dmdesk.services.runs import TrainingRunService  # late: the services
 
     with started(config) as ctx:
         if args.none:
@@ -66,7 +66,7 @@ def activate(args: argparse.Namespace, config: DmdeskConfig) -> int:
 
 
 def export(args: argparse.Namespace, config: DmdeskConfig) -> int:
-    from dmdesk.services.export import export as export_run  # late
+    from dmdesk.services.export import export as export_run  # late: the services
 
     with started(config) as ctx:
         print(export_run(ctx, args.run_id, Path(args.dest), args.format))

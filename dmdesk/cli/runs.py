@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def list_runs(args: argparse.Namespace, config: DmdeskConfig) -> int:
-    from dmdesk.services.runs import TrainingRunService  # late
+    from dmdesk.services.runs import TrainingRunService  # late: the services
 
     with started(config) as ctx:
         all_runs = TrainingRunService(ctx).list_runs()
@@ -33,7 +33,7 @@ def list_runs(args: argparse.Namespace, config: DmdeskConfig) -> int:
 
 
 def one_run(args: argparse.Namespace, config: DmdeskConfig) -> int:
-    from dmdesk.services.runs import TrainingRunService  # late
+    from dmdesk.services.runs import TrainingRunService  # late: the services
 
     with started(config) as ctx:
         run = TrainingRunService(ctx).get_run(args.run_id)
@@ -44,7 +44,7 @@ def one_run(args: argparse.Namespace, config: DmdeskConfig) -> int:
 
 
 def generate(args: argparse.Namespace, config: DmdeskConfig) -> int:
-    from dmdesk.services.runs import TrainingRunService  # late
+    from dmdesk.services.runs import TrainingRunService  # late: the services
 
     with started(config) as ctx:
         if args.estimate:
@@ -53,21 +53,21 @@ def generate(args: argparse.Namespace, config: DmdeskConfig) -> int:
 
 
 def proceed(args: argparse.Namespace, config: DmdeskConfig) -> int:
-    from dmdesk.services.runs import TrainingRunService  # late
+    from dmdesk.services.runs import TrainingRunService  # late: the services
 
     with started(config) as ctx:
         return start_job(ctx, TrainingRunService(ctx).proceed(args.run_id), args)
 
 
 def train(args: argparse.Namespace, config: DmdeskConfig) -> int:
-    from dmdesk.services.runs import TrainingRunService  # late
+    from dmdesk.services.runs import TrainingRunService  # late: the services
 
     with started(config) as ctx:
         return start_job(ctx, TrainingRunService(ctx).start_training(args.run_id), args)
 
 
 def remove(args: argparse.Namespace, config: DmdeskConfig) -> int:
-    from dmdesk.services.runs import TrainingRunService  # late
+    from dmdesk.services.runs import TrainingRunService  # late: the services
 
     with started(config) as ctx:
         if not args.yes:
@@ -89,8 +89,8 @@ def job(args: argparse.Namespace, config: DmdeskConfig) -> int:
     """The detached worker of a run (`dmdesk _job`): its stdout and stderr are the run's
     `job-N.log`, so it says there what it does, how the run ended and, on an unexpected error,
     the traceback (the log lines of dmdesk.log are copied there too)."""
-    from dmdesk.app import LOG_FORMAT  # late
-    from dmdesk.jobs.runner import run_job  # late
+    from dmdesk.app import LOG_FORMAT  # late: the services
+    from dmdesk.jobs.runner import run_job  # late: the jobs
 
     with started(config, recover_runs=False) as ctx:
         handler = logging.StreamHandler(sys.stderr)
@@ -106,8 +106,8 @@ def job(args: argparse.Namespace, config: DmdeskConfig) -> int:
 
 
 def _estimate(ctx: ServiceContext, as_json: bool) -> int:
-    from dmdesk.services.estimate import estimate_with  # late
-    from dmdesk.services.settings import availability  # late
+    from dmdesk.services.estimate import estimate_with  # late: the services
+    from dmdesk.services.settings import availability  # late: the services
 
     _, available, reason = availability(ctx.config)
     if not ctx.config.vector_store_path:

@@ -41,7 +41,7 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 def show_or_set(args: argparse.Namespace, config: DmdeskConfig) -> int:
-    from dmdesk.services import settings as settings_service  # late
+    from dmdesk.services import settings as settings_service  # late: the services
 
     if args.set:
         changes = _parse_sets(args.set)

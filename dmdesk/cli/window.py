@@ -42,7 +42,7 @@ def demo_store(args: argparse.Namespace, config: DmdeskConfig) -> int:
     """Build the demo store (`dmdesk _demo-store`, the window's first start): one line
     `progress DONE TOTAL MESSAGE` on stdout per step, for the window that reads them. The
     settings are left to the window (dmdesk.demo.finish_demo)."""
-    from dmdesk.demo import build_demo_store, demo_store_path, store_ready  # late
+    from dmdesk.demo import build_demo_store, demo_store_path, store_ready  # late: deeplake
 
     def report(done: int, total: int, message: str) -> None:
         print(f"progress {done} {total} {message}", flush=True)
